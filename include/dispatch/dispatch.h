@@ -5,7 +5,9 @@
 
 #include "dispatch/catalog.h"
 #include "dispatch/event.h"
+#include "dispatch/event_bus.h"
 #include "dispatch/event_store.h"
+#include "dispatch/session_manager.h"
 #include "dispatch/status.h"
 #include "dispatch/version.h"
 
