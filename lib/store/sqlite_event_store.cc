@@ -1,0 +1,1124 @@
+// SqliteEventStore implementation: open/migrate, the group-commit writer,
+// reads, subscriptions and retention. See sqlite_event_store.h.
+#include "store/sqlite_event_store.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <unordered_set>
+
+#include "store/block_codec.h"
+#include "store/schema.h"
+#include "store/sqlite_catalog.h"
+#include "util/json_check.h"
+
+namespace dispatch::internal {
+
+// A read connection with its prepared statements and a reusable buffer.
+struct ReaderConn {
+  explicit ReaderConn(SQLite::Database* shared) : db(shared) {}
+  ReaderConn(const std::string& path, int flags, int busy_ms)
+      : owned(std::make_unique<SQLite::Database>(path, flags, busy_ms)), db(owned.get()) {
+    Prepare();
+  }
+  void Prepare() {
+    get_run = std::make_unique<SQLite::Statement>(
+        *db, "SELECT run_pk, first_seq, last_seq FROM runs WHERE run_id = ?");
+    blocks = std::make_unique<SQLite::Statement>(
+        *db,
+        "SELECT first_seq, last_seq, last_pos, base_ts, codec, raw_size, data FROM event_blocks "
+        "WHERE run_pk = ? AND last_seq > ? ORDER BY last_seq");
+    blocks_all = std::make_unique<SQLite::Statement>(
+        *db,
+        "SELECT b.first_seq, b.last_seq, b.last_pos, b.base_ts, b.codec, b.raw_size, b.data, "
+        "r.run_id FROM event_blocks b JOIN runs r ON r.run_pk = b.run_pk "
+        "WHERE b.last_pos > ? ORDER BY b.last_pos");
+  }
+  std::unique_ptr<SQLite::Database> owned;
+  SQLite::Database* db;
+  std::unique_ptr<SQLite::Statement> get_run, blocks, blocks_all;
+  std::string scratch;
+  std::unique_lock<std::mutex> memory_lock;  // held while leased, for ":memory:"
+};
+
+namespace {
+
+constexpr int64_t kLatencyBoundsUs[] = {50,   100,   250,   500,   1000,   2500,
+                                        5000, 10000, 25000, 50000, 100000, INT64_MAX};
+constexpr size_t kMaxBlockRawBytes = size_t{1} << 20;
+constexpr int64_t kMaxBlockEvents = 8192;
+constexpr size_t kMaxIdleReaders = 8;
+
+// > 0 while this thread is inside a read (holding the store's life lock):
+// Close from there would deadlock, so it is refused.
+thread_local int tl_read_depth = 0;
+struct ReadDepth {
+  ReadDepth() { ++tl_read_depth; }
+  ~ReadDepth() { --tl_read_depth; }
+};
+
+bool ValidName(std::string_view s) {
+  if (s.empty() || s.size() > kMaxChannelBytes) return false;
+  for (unsigned char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-' || c == '/';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Status ValidateBatch(std::string_view run_id, std::span<const NewEvent> events) {
+  Status s = ValidateRunId(run_id);
+  if (!s.ok()) return s;
+  if (events.empty()) return Status::InvalidArgument("append of an empty batch");
+  if (events.size() > kMaxBatchEvents) {
+    return Status::InvalidArgument(
+        fmt::format("batch has {} events; the limit is {}", events.size(), kMaxBatchEvents));
+  }
+  size_t total = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const NewEvent& e = events[i];
+    if (!ValidName(e.channel)) {
+      return Status::InvalidArgument(fmt::format(
+          "event {}: channel must be 1-{} bytes of [A-Za-z0-9._:/-]", i, kMaxChannelBytes));
+    }
+    if (!ValidName(e.type)) {
+      return Status::InvalidArgument(fmt::format(
+          "event {}: type must be 1-{} bytes of [A-Za-z0-9._:/-]", i, kMaxChannelBytes));
+    }
+    if (e.id.size() > kMaxEventIdBytes) {
+      return Status::InvalidArgument(
+          fmt::format("event {}: id is {} bytes; the limit is {}", i, e.id.size(), kMaxEventIdBytes));
+    }
+    if (e.payload.size() > kMaxPayloadBytes) {
+      return Status::InvalidArgument(fmt::format("event {}: payload is {} bytes; the limit is {}",
+                                                 i, e.payload.size(), kMaxPayloadBytes));
+    }
+    if (static_cast<uint8_t>(e.encoding) > static_cast<uint8_t>(Encoding::kText)) {
+      return Status::InvalidArgument(fmt::format("event {}: unknown encoding", i));
+    }
+    if (e.encoding == Encoding::kJson && !IsValidJson(e.payload)) {
+      return Status::InvalidArgument(
+          fmt::format("event {}: payload is not valid JSON but its encoding is json", i));
+    }
+    total += e.payload.size();
+  }
+  if (total > kMaxBatchBytes) {
+    return Status::InvalidArgument(
+        fmt::format("batch payloads total {} bytes; the limit is {}", total, kMaxBatchBytes));
+  }
+  return Status::Ok();
+}
+
+Status FromSqlite(const SQLite::Exception& e, std::string_view what) {
+  int code = e.getErrorCode() & 0xff;
+  std::string msg = fmt::format("{}: {}", what, e.what());
+  switch (code) {
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      return Status::Corruption(std::move(msg));
+    case SQLITE_READONLY:
+      return Status::ReadOnly(std::move(msg));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status::Busy(std::move(msg));
+    default:
+      return Status::IOError(std::move(msg));
+  }
+}
+
+// A run's state while a group commit is being built.
+struct RunWork {
+  int64_t pk = 0;  // 0 = new run, inserted at commit
+  int64_t first_seq = 1;
+  int64_t last_seq = 0;
+  int64_t added_events = 0;
+  int64_t added_bytes = 0;
+  // Blocks being built.
+  struct Block {
+    int64_t first_seq = 0, count = 0, base_ts = 0, prev_ts = 0, max_ts = 0;
+    std::string body;
+  };
+  std::vector<Block> blocks;
+  std::vector<std::pair<std::string, int64_t>> new_ids;
+  std::unordered_map<std::string, int64_t> batch_ids;  // ids seen in this group
+};
+
+}  // namespace
+
+SqliteEventStore::SqliteEventStore(const StoreOptions& options)
+    : options_(options), memory_(options.path == ":memory:") {}
+
+Result<std::unique_ptr<EventStore>> SqliteEventStore::OpenStore(const StoreOptions& options) {
+  if (options.path.empty()) return Status::InvalidArgument("store path is empty");
+  std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(options));
+  Status s = store->OpenDatabase();
+  if (!s.ok()) return s;
+  store->catalog_ = std::make_unique<SqliteCatalog>(store.get());
+  store->writer_ = std::thread([raw = store.get()] { raw->WriterLoop(); });
+  store->writer_id_ = store->writer_.get_id();
+  return std::unique_ptr<EventStore>(std::move(store));
+}
+
+Status SqliteEventStore::OpenDatabase() {
+  const bool ro = options_.read_only;
+  if (!memory_) {
+    std::error_code ec;
+    bool exists = std::filesystem::exists(options_.path, ec);
+    if (!exists && (ro || !options_.create_if_missing)) {
+      return Status::NotFound(fmt::format("store file does not exist: {}", options_.path));
+    }
+  }
+  int flags = SQLite::OPEN_NOMUTEX |
+              (ro ? SQLite::OPEN_READONLY
+                  : (SQLite::OPEN_READWRITE | (options_.create_if_missing ? SQLite::OPEN_CREATE : 0)));
+  try {
+    writer_db_ = std::make_unique<SQLite::Database>(options_.path, flags, options_.busy_timeout_ms);
+    SQLite::Database& db = *writer_db_;
+    // Touch the file: a non-database fails here with SQLITE_NOTADB.
+    db.execAndGet("SELECT count(*) FROM sqlite_master");
+    if (!ro && sqlite3_db_readonly(db.getHandle(), "main") == 1) {
+      return Status::ReadOnly(fmt::format(
+          "store file is not writable: {} (open it with read_only to read it)", options_.path));
+    }
+    if (!ro && !memory_) {
+      std::string mode = db.execAndGet("PRAGMA journal_mode=WAL").getString();
+      if (mode != "wal") {
+        return Status::IOError(fmt::format("cannot switch {} to WAL mode (got {})", options_.path, mode));
+      }
+    }
+    db.exec(options_.durability == Durability::kFull ? "PRAGMA synchronous=FULL"
+                                                     : "PRAGMA synchronous=NORMAL");
+    db.exec("PRAGMA cache_size=-32768");
+    db.exec("PRAGMA temp_store=MEMORY");
+    if (ro) {
+      int version = db.execAndGet("PRAGMA user_version").getInt();
+      if (version != kSchemaVersion) {
+        return Status::Corruption(fmt::format(
+            "read-only store has schema version {}; this build reads version {} (open it "
+            "writable once to migrate)",
+            version, kSchemaVersion));
+      }
+    } else {
+      Status s = Migrate(db);
+      if (!s.ok()) return s;
+    }
+    // Check the file is one of ours and readable all the way to the blocks.
+    db.execAndGet("SELECT count(*) FROM runs");
+  } catch (const SQLite::Exception& e) {
+    return FromSqlite(e, fmt::format("cannot open store {}", options_.path));
+  }
+  return Status::Ok();
+}
+
+SqliteEventStore::~SqliteEventStore() { (void)Close(); }
+
+Status SqliteEventStore::CheckOpen(bool for_write) const {
+  if (closing_.load()) return Status::Closed("the store is closed");
+  if (for_write && options_.read_only) return Status::ReadOnly("the store was opened read-only");
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- writing
+
+Result<AppendResult> SqliteEventStore::Append(std::string_view run_id,
+                                              std::span<const NewEvent> events,
+                                              const AppendOptions& options) {
+  if (OnWriterThread()) {
+    return Status::Busy("Append called from a store callback would deadlock; use AppendAsync");
+  }
+  std::promise<Result<AppendResult>> promise;
+  auto future = promise.get_future();
+  AppendAsync(std::string(run_id), std::vector<NewEvent>(events.begin(), events.end()), options,
+              [&promise](Result<AppendResult> r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+void SqliteEventStore::AppendAsync(std::string run_id, std::vector<NewEvent> events,
+                                   const AppendOptions& options, AppendCallback done) {
+  Status s = CheckOpen(true);
+  if (s.ok()) s = ValidateBatch(run_id, events);
+  if (!s.ok()) {
+    if (done) done(s);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lk(queue_mu_);
+    if (stop_writer_) {
+      if (done) done(Status::Closed("the store is closed"));
+      return;
+    }
+    Request req;
+    req.run_id = std::move(run_id);
+    req.events = std::move(events);
+    req.options = options;
+    req.done = std::move(done);
+    queue_.push_back(std::move(req));
+  }
+  queue_cv_.notify_one();
+}
+
+Status SqliteEventStore::Flush() {
+  Status s = CheckOpen(false);
+  if (!s.ok()) return s;
+  if (OnWriterThread()) return Status::Busy("Flush called from a store callback");
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  {
+    std::lock_guard<std::mutex> lk(queue_mu_);
+    if (stop_writer_) return Status::Closed("the store is closed");
+    Request req;
+    req.flush_marker = true;
+    req.op_done = [&promise](Status st) { promise.set_value(std::move(st)); };
+    queue_.push_back(std::move(req));
+  }
+  queue_cv_.notify_one();
+  return future.get();
+}
+
+Status SqliteEventStore::Write(std::function<Status(SQLite::Database&)> op) {
+  Status s = CheckOpen(true);
+  if (!s.ok()) return s;
+  if (OnWriterThread()) return Status::Busy("catalog write called from a store callback");
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  {
+    std::lock_guard<std::mutex> lk(queue_mu_);
+    if (stop_writer_) return Status::Closed("the store is closed");
+    Request req;
+    req.op = std::move(op);
+    req.op_done = [&promise](Status st) { promise.set_value(std::move(st)); };
+    queue_.push_back(std::move(req));
+  }
+  queue_cv_.notify_one();
+  return future.get();
+}
+
+void SqliteEventStore::WriterLoop() {
+  std::vector<Request> group;
+  for (;;) {
+    group.clear();
+    {
+      std::unique_lock<std::mutex> lk(queue_mu_);
+      queue_cv_.wait(lk, [this] { return stop_writer_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything was written
+      // Either one op / flush marker, or a run of appends up to the limit.
+      if (!queue_.front().op && !queue_.front().flush_marker) {
+        size_t events = 0;
+        while (!queue_.empty() && !queue_.front().op && !queue_.front().flush_marker &&
+               (group.empty() || events + queue_.front().events.size() <= options_.max_group_events)) {
+          events += queue_.front().events.size();
+          group.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      } else {
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    if (group.front().flush_marker) {
+      group.front().op_done(Status::Ok());  // everything before it was committed
+    } else if (group.front().op) {
+      RunOp(group.front());
+    } else {
+      CommitAppends(group);
+    }
+  }
+}
+
+void SqliteEventStore::RunOp(Request& req) {
+  std::unique_lock<std::mutex> mem;
+  if (memory_) mem = std::unique_lock<std::mutex>(memory_mu_);
+  Status s;
+  try {
+    SQLite::Transaction txn(*writer_db_, SQLite::TransactionBehavior::IMMEDIATE);
+    s = req.op(*writer_db_);
+    if (s.ok()) txn.commit();
+  } catch (const SQLite::Exception& e) {
+    s = FromSqlite(e, "store write failed");
+  }
+  if (mem.owns_lock()) mem.unlock();
+  req.op_done(std::move(s));
+}
+
+void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
+  auto started = std::chrono::steady_clock::now();
+  SQLite::Database& db = *writer_db_;
+  std::unique_lock<std::mutex> mem;
+  if (memory_) mem = std::unique_lock<std::mutex>(memory_mu_);
+
+  std::vector<Result<AppendResult>> results;
+  results.reserve(group.size());
+  // Runs in first-touch order so blocks get positions in a stable order.
+  std::vector<std::string> order;
+  std::unordered_map<std::string, RunWork> runs;
+  BlockList published;
+  std::unordered_map<std::string, int64_t> new_pks;
+  Status failure;
+
+  try {
+    SQLite::Transaction txn(db, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement get_run(db,
+                              "SELECT run_pk, first_seq, last_seq FROM runs WHERE run_id = ?");
+    SQLite::Statement get_id(db, "SELECT seq FROM event_ids WHERE run_pk = ? AND id = ?");
+    const int64_t now = NowMicros();
+
+    for (Request& req : group) {
+      auto it = runs.find(req.run_id);
+      if (it == runs.end()) {
+        RunWork w;
+        get_run.reset();
+        get_run.bind(1, req.run_id);
+        if (get_run.executeStep()) {
+          w.pk = get_run.getColumn(0).getInt64();
+          w.first_seq = get_run.getColumn(1).getInt64();
+          w.last_seq = get_run.getColumn(2).getInt64();
+        }
+        it = runs.emplace(req.run_id, std::move(w)).first;
+        order.push_back(req.run_id);
+      }
+      RunWork& w = it->second;
+
+      // Deduplicate by id: within this group first, then against the table.
+      AppendResult ar;
+      ar.seqs.assign(req.events.size(), 0);
+      std::vector<bool> dup(req.events.size(), false);
+      std::unordered_map<std::string, size_t> in_request;  // id → index (new events)
+      for (size_t i = 0; i < req.events.size(); ++i) {
+        const std::string& id = req.events[i].id;
+        if (id.empty()) continue;
+        if (auto b = w.batch_ids.find(id); b != w.batch_ids.end()) {
+          ar.seqs[i] = b->second;
+          dup[i] = true;
+          continue;
+        }
+        if (in_request.count(id)) {
+          dup[i] = true;  // seq filled in below from the first occurrence
+          continue;
+        }
+        if (w.pk != 0) {
+          get_id.reset();
+          get_id.bind(1, w.pk);
+          get_id.bind(2, id.data(), static_cast<int>(id.size()));
+          if (get_id.executeStep()) {
+            ar.seqs[i] = get_id.getColumn(0).getInt64();
+            dup[i] = true;
+            continue;
+          }
+        }
+        in_request.emplace(id, i);
+      }
+      size_t fresh = 0;
+      for (bool d : dup) fresh += d ? 0 : 1;
+      ar.duplicates = static_cast<int64_t>(req.events.size() - fresh);
+
+      if (fresh > 0 && req.options.expected_last_seq && *req.options.expected_last_seq != w.last_seq) {
+        results.emplace_back(Status::Conflict(
+            fmt::format("run {}: expected last seq {}, but it is {}", req.run_id,
+                        *req.options.expected_last_seq, w.last_seq),
+            w.last_seq));
+        continue;
+      }
+      for (size_t i = 0; i < req.events.size(); ++i) {
+        if (dup[i]) continue;
+        const NewEvent& e = req.events[i];
+        int64_t seq = ++w.last_seq;
+        ar.seqs[i] = seq;
+        if (ar.first_seq == 0) ar.first_seq = seq;
+        int64_t ts = e.ts_us != 0 ? e.ts_us : now;
+        if (w.blocks.empty() || w.blocks.back().count >= kMaxBlockEvents ||
+            w.blocks.back().body.size() >= kMaxBlockRawBytes) {
+          RunWork::Block b;
+          b.first_seq = seq;
+          b.base_ts = b.prev_ts = b.max_ts = ts;
+          w.blocks.push_back(std::move(b));
+        }
+        RunWork::Block& b = w.blocks.back();
+        EncodeEvent(e, ts, &b.prev_ts, &b.body);
+        b.max_ts = std::max(b.max_ts, ts);
+        ++b.count;
+        ++w.added_events;
+        w.added_bytes += static_cast<int64_t>(e.payload.size());
+        if (!e.id.empty()) {
+          w.new_ids.emplace_back(e.id, seq);
+          w.batch_ids.emplace(e.id, seq);
+        }
+      }
+      // Duplicates inside this request point at the first occurrence.
+      for (size_t i = 0; i < req.events.size(); ++i) {
+        if (dup[i] && ar.seqs[i] == 0) ar.seqs[i] = ar.seqs[in_request.at(req.events[i].id)];
+      }
+      ar.written = static_cast<int64_t>(fresh);
+      ar.last_seq = w.last_seq;
+      results.emplace_back(std::move(ar));
+    }
+
+    // Write blocks, runs and ids.
+    int64_t next_pos = db.execAndGet("SELECT value FROM store_meta WHERE key='next_position'").getInt64();
+    SQLite::Statement ins_run(db,
+                              "INSERT INTO runs (run_id, first_seq, last_seq, event_count, "
+                              "payload_bytes, created_us, updated_us) VALUES (?, 1, ?, ?, ?, ?, ?)");
+    SQLite::Statement upd_run(db,
+                              "UPDATE runs SET last_seq = ?, event_count = event_count + ?, "
+                              "payload_bytes = payload_bytes + ?, updated_us = ? WHERE run_pk = ?");
+    SQLite::Statement ins_block(db,
+                                "INSERT INTO event_blocks (last_pos, run_pk, first_seq, last_seq, "
+                                "base_ts, max_ts, codec, raw_size, data) VALUES (?,?,?,?,?,?,?,?,?)");
+    SQLite::Statement ins_id(db, "INSERT INTO event_ids (run_pk, id, seq) VALUES (?, ?, ?)");
+    std::string packed;
+    const bool want_publish = !hub_.empty();
+    for (const std::string& run_id : order) {
+      RunWork& w = runs[run_id];
+      if (w.added_events == 0) continue;
+      if (w.pk == 0) {
+        ins_run.reset();
+        ins_run.bind(1, run_id);
+        ins_run.bind(2, w.last_seq);
+        ins_run.bind(3, w.added_events);
+        ins_run.bind(4, w.added_bytes);
+        ins_run.bind(5, now);
+        ins_run.bind(6, now);
+        ins_run.exec();
+        w.pk = db.getLastInsertRowid();
+        new_pks.emplace(run_id, w.pk);
+      } else {
+        upd_run.reset();
+        upd_run.bind(1, w.last_seq);
+        upd_run.bind(2, w.added_events);
+        upd_run.bind(3, w.added_bytes);
+        upd_run.bind(4, now);
+        upd_run.bind(5, w.pk);
+        upd_run.exec();
+      }
+      for (RunWork::Block& b : w.blocks) {
+        Codec codec = CompressBody(b.body, &packed);
+        int64_t first_pos = next_pos;
+        next_pos += b.count;
+        ins_block.reset();
+        ins_block.bind(1, next_pos - 1);
+        ins_block.bind(2, w.pk);
+        ins_block.bind(3, b.first_seq);
+        ins_block.bind(4, b.first_seq + b.count - 1);
+        ins_block.bind(5, b.base_ts);
+        ins_block.bind(6, b.max_ts);
+        ins_block.bind(7, static_cast<int>(codec));
+        ins_block.bind(8, static_cast<int64_t>(b.body.size()));
+        ins_block.bindNoCopy(9, packed.data(), static_cast<int>(packed.size()));
+        ins_block.exec();
+        if (want_publish) {
+          auto cb = std::make_shared<CommittedBlock>();
+          cb->run_id = run_id;
+          cb->first_seq = b.first_seq;
+          cb->first_pos = first_pos;
+          cb->count = b.count;
+          cb->base_ts = b.base_ts;
+          cb->body = std::make_shared<const std::string>(std::move(b.body));
+          published.push_back(std::move(cb));
+        }
+      }
+      for (const auto& [id, seq] : w.new_ids) {
+        ins_id.reset();
+        ins_id.bind(1, w.pk);
+        ins_id.bindNoCopy(2, id.data(), static_cast<int>(id.size()));
+        ins_id.bind(3, seq);
+        ins_id.exec();
+      }
+    }
+    SQLite::Statement upd_pos(db, "UPDATE store_meta SET value = ? WHERE key='next_position'");
+    upd_pos.bind(1, next_pos);
+    upd_pos.exec();
+    txn.commit();
+  } catch (const SQLite::Exception& e) {
+    failure = FromSqlite(e, "append failed");
+  }
+  if (mem.owns_lock()) mem.unlock();
+
+  if (!failure.ok()) {
+    for (Request& req : group) {
+      if (req.done) req.done(failure);
+    }
+    return;
+  }
+  int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count();
+  stat_commits_.fetch_add(1);
+  stat_commit_us_.fetch_add(us);
+  for (int i = 0; i < kLatencyBuckets; ++i) {
+    if (us <= kLatencyBoundsUs[i]) {
+      latency_counts_[i].fetch_add(1);
+      break;
+    }
+  }
+  if (!new_pks.empty()) {
+    std::lock_guard<std::mutex> lk(pk_mu_);
+    pk_cache_.insert(new_pks.begin(), new_pks.end());
+  }
+  for (auto& [id, w] : runs) {
+    stat_events_.fetch_add(w.added_events);
+    stat_bytes_.fetch_add(w.added_bytes);
+  }
+  // Subscribers first, so a writer woken by its callback finds them fed.
+  if (!published.empty()) hub_.Publish(published);
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (results[i].ok()) stat_appends_.fetch_add(1);
+    if (group[i].done) group[i].done(std::move(results[i]));
+  }
+}
+
+// ---------------------------------------------------------------- reading
+
+std::unique_ptr<ReaderConn> SqliteEventStore::AcquireReader(Status* status) {
+  if (memory_) {
+    auto conn = std::make_unique<ReaderConn>(writer_db_.get());
+    conn->memory_lock = std::unique_lock<std::mutex>(memory_mu_);
+    try {
+      conn->Prepare();
+    } catch (const SQLite::Exception& e) {
+      *status = FromSqlite(e, "cannot prepare a read");
+      return nullptr;
+    }
+    return conn;
+  }
+  {
+    std::lock_guard<std::mutex> lk(readers_mu_);
+    if (!readers_.empty()) {
+      auto conn = std::move(readers_.back());
+      readers_.pop_back();
+      return conn;
+    }
+  }
+  try {
+    return std::make_unique<ReaderConn>(options_.path, SQLite::OPEN_READONLY | SQLite::OPEN_NOMUTEX,
+                                        options_.busy_timeout_ms);
+  } catch (const SQLite::Exception& e) {
+    *status = FromSqlite(e, "cannot open a read connection");
+    return nullptr;
+  }
+}
+
+void SqliteEventStore::ReleaseReader(std::unique_ptr<ReaderConn> conn) {
+  if (memory_ || !conn) return;  // memory readers are rebuilt each time; lock released here
+  conn->get_run->reset();
+  conn->blocks->reset();
+  conn->blocks_all->reset();
+  if (conn->scratch.capacity() > (size_t{4} << 20)) std::string().swap(conn->scratch);
+  std::lock_guard<std::mutex> lk(readers_mu_);
+  if (readers_.size() < kMaxIdleReaders) readers_.push_back(std::move(conn));
+}
+
+namespace {
+// Leases a reader for one call and gives it back.
+struct ReaderLease {
+  ReaderLease(SqliteEventStore* s, std::unique_ptr<ReaderConn> c,
+              void (SqliteEventStore::*release)(std::unique_ptr<ReaderConn>))
+      : store(s), conn(std::move(c)), rel(release) {}
+  ~ReaderLease() { (store->*rel)(std::move(conn)); }
+  SqliteEventStore* store;
+  std::unique_ptr<ReaderConn> conn;
+  void (SqliteEventStore::*rel)(std::unique_ptr<ReaderConn>);
+};
+
+// Visits the events of one block row.
+template <typename Fn>
+Status VisitBlock(SQLite::Statement& st, std::string* scratch, int64_t* first_seq_out, Fn&& fn) {
+  int64_t first_seq = st.getColumn(0).getInt64();
+  int64_t last_seq = st.getColumn(1).getInt64();
+  int64_t last_pos = st.getColumn(2).getInt64();
+  int64_t base_ts = st.getColumn(3).getInt64();
+  int codec = st.getColumn(4).getInt();
+  int64_t raw_size = st.getColumn(5).getInt64();
+  SQLite::Column data = st.getColumn(6);
+  *first_seq_out = first_seq;
+  int64_t count = last_seq - first_seq + 1;
+  if (count <= 0 || raw_size < 0 || codec < 0 || codec > 255) {
+    return Status::Corruption("block header out of range");
+  }
+  Status s = DecompressBody(static_cast<Codec>(codec),
+                            std::string_view(static_cast<const char*>(data.getBlob()),
+                                             static_cast<size_t>(data.getBytes())),
+                            static_cast<size_t>(raw_size), scratch);
+  if (!s.ok()) return s;
+  BlockReader reader(*scratch, base_ts);
+  EventView v;
+  int64_t i = 0;
+  for (; reader.Next(&v); ++i) {
+    if (i >= count) return Status::Corruption("block holds more events than its header says");
+    v.seq = first_seq + i;
+    v.position = last_pos - count + 1 + i;
+    if (!fn(v)) return Status::Ok();
+  }
+  if (!reader.status().ok()) return reader.status();
+  if (i != count) return Status::Corruption("block holds fewer events than its header says");
+  return Status::Ok();
+}
+}  // namespace
+
+Result<ReadSummary> SqliteEventStore::Read(std::string_view run_id, int64_t after_seq,
+                                           const EventVisitor& visit, const ReadOptions& options) {
+  Status s = ValidateRunId(run_id);
+  if (!s.ok()) return s;
+  if (after_seq < 0) return Status::InvalidArgument("after_seq must be >= 0");
+  std::shared_lock<std::shared_mutex> life(life_mu_);
+  if (closed_) return Status::Closed("the store is closed");
+  ReadDepth depth;
+  ReaderLease lease(this, AcquireReader(&s), &SqliteEventStore::ReleaseReader);
+  if (!lease.conn) return s;
+  return ReadWith(*lease.conn, run_id, after_seq, visit, options.limit);
+}
+
+Result<ReadSummary> SqliteEventStore::ReadWith(ReaderConn& conn, std::string_view run_id,
+                                               int64_t after_seq, const EventVisitor& visit,
+                                               size_t limit) {
+  ReadSummary sum;
+  sum.last_seq = after_seq;
+  if (limit == 0) return sum;
+  try {
+    // One read transaction: the run row and its blocks from one snapshot.
+    SQLite::Transaction txn(*conn.db);
+    SQLite::Statement& gr = *conn.get_run;
+    gr.reset();
+    gr.bind(1, std::string(run_id));
+    if (!gr.executeStep()) return sum;
+    int64_t pk = gr.getColumn(0).getInt64();
+    int64_t first_seq = gr.getColumn(1).getInt64();
+    gr.reset();
+    if (after_seq + 1 < first_seq) {
+      return Status::Truncated(
+          fmt::format("run {}: events before seq {} were removed by retention; earliest "
+                      "available is {}",
+                      run_id, first_seq, first_seq),
+          first_seq);
+    }
+    SQLite::Statement& st = *conn.blocks;
+    st.reset();
+    st.bind(1, pk);
+    st.bind(2, after_seq);
+    bool stop = false;
+    std::string rid(run_id);
+    while (!stop && st.executeStep()) {
+      int64_t bfirst = 0;
+      Status bs = VisitBlock(st, &conn.scratch, &bfirst, [&](EventView& v) {
+        if (v.seq <= after_seq) return true;
+        v.run_id = rid;
+        if (!visit(v)) {
+          sum.stopped = true;
+          stop = true;
+        }
+        ++sum.count;
+        sum.last_seq = v.seq;
+        if (static_cast<size_t>(sum.count) >= limit) stop = true;
+        return !stop;
+      });
+      if (!bs.ok()) {
+        st.reset();
+        return Status(bs.code(), fmt::format("run {} near seq {}: {}", run_id, bfirst, bs.message()));
+      }
+    }
+    st.reset();
+  } catch (const SQLite::Exception& e) {
+    return FromSqlite(e, "read failed");
+  }
+  return sum;
+}
+
+Result<ReadSummary> SqliteEventStore::ReadAll(int64_t after_position, const EventVisitor& visit,
+                                              const ReadOptions& options) {
+  if (after_position < 0) return Status::InvalidArgument("after_position must be >= 0");
+  std::shared_lock<std::shared_mutex> life(life_mu_);
+  if (closed_) return Status::Closed("the store is closed");
+  Status s;
+  ReadDepth depth;
+  ReaderLease lease(this, AcquireReader(&s), &SqliteEventStore::ReleaseReader);
+  if (!lease.conn) return s;
+  ReaderConn& conn = *lease.conn;
+  ReadSummary sum;
+  sum.last_seq = after_position;
+  if (options.limit == 0) return sum;
+  try {
+    SQLite::Transaction txn(*conn.db);
+    SQLite::Statement& st = *conn.blocks_all;
+    st.reset();
+    st.bind(1, after_position);
+    bool stop = false;
+    std::string rid;
+    while (!stop && st.executeStep()) {
+      rid = st.getColumn(7).getString();
+      int64_t bfirst = 0;
+      Status bs = VisitBlock(st, &conn.scratch, &bfirst, [&](EventView& v) {
+        if (v.position <= after_position) return true;
+        v.run_id = rid;
+        if (!visit(v)) {
+          sum.stopped = true;
+          stop = true;
+        }
+        ++sum.count;
+        sum.last_seq = v.position;
+        if (static_cast<size_t>(sum.count) >= options.limit) stop = true;
+        return !stop;
+      });
+      if (!bs.ok()) {
+        st.reset();
+        return Status(bs.code(), fmt::format("run {} near seq {}: {}", rid, bfirst, bs.message()));
+      }
+    }
+    st.reset();
+  } catch (const SQLite::Exception& e) {
+    return FromSqlite(e, "read failed");
+  }
+  return sum;
+}
+
+Result<int64_t> SqliteEventStore::LastSeq(std::string_view run_id) {
+  Result<RunInfo> r = GetRun(run_id);
+  if (r.ok()) return r->last_seq;
+  if (r.status().code() == StatusCode::kNotFound) return int64_t{0};
+  return r.status();
+}
+
+Result<int64_t> SqliteEventStore::LastPosition() {
+  int64_t pos = 0;
+  Status s = WithReader([&](SQLite::Database& db) {
+    pos = db.execAndGet("SELECT value FROM store_meta WHERE key='next_position'").getInt64() - 1;
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return pos;
+}
+
+namespace {
+constexpr const char* kRunColumns =
+    "SELECT run_id, first_seq, last_seq, event_count, payload_bytes, created_us, updated_us "
+    "FROM runs";
+RunInfo RunFromRow(SQLite::Statement& st) {
+  RunInfo r;
+  r.run_id = st.getColumn(0).getString();
+  r.first_seq = st.getColumn(1).getInt64();
+  r.last_seq = st.getColumn(2).getInt64();
+  r.event_count = st.getColumn(3).getInt64();
+  r.payload_bytes = st.getColumn(4).getInt64();
+  r.created_us = st.getColumn(5).getInt64();
+  r.updated_us = st.getColumn(6).getInt64();
+  return r;
+}
+}  // namespace
+
+Result<RunInfo> SqliteEventStore::GetRun(std::string_view run_id) {
+  Status s = ValidateRunId(run_id);
+  if (!s.ok()) return s;
+  std::optional<RunInfo> info;
+  s = WithReader([&](SQLite::Database& db) {
+    SQLite::Statement st(db, std::string(kRunColumns) + " WHERE run_id = ?");
+    st.bind(1, std::string(run_id));
+    if (st.executeStep()) info = RunFromRow(st);
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  if (!info) return Status::NotFound(fmt::format("run {} has no events", run_id));
+  return std::move(*info);
+}
+
+Result<std::vector<RunInfo>> SqliteEventStore::ListRuns() {
+  std::vector<RunInfo> out;
+  Status s = WithReader([&](SQLite::Database& db) {
+    SQLite::Statement st(db, std::string(kRunColumns) + " ORDER BY run_id");
+    while (st.executeStep()) out.push_back(RunFromRow(st));
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Status SqliteEventStore::WithReader(const std::function<Status(SQLite::Database&)>& fn) {
+  std::shared_lock<std::shared_mutex> life(life_mu_);
+  if (closed_) return Status::Closed("the store is closed");
+  Status s;
+  ReadDepth depth;
+  ReaderLease lease(this, AcquireReader(&s), &SqliteEventStore::ReleaseReader);
+  if (!lease.conn) return s;
+  try {
+    return fn(*lease.conn->db);
+  } catch (const SQLite::Exception& e) {
+    return FromSqlite(e, "read failed");
+  }
+}
+
+// ---------------------------------------------------------------- following
+
+Result<std::unique_ptr<Subscription>> SqliteEventStore::Subscribe(std::string_view run_id,
+                                                                  int64_t after_seq,
+                                                                  SubscriptionHandlers handlers,
+                                                                  const SubscribeOptions& options) {
+  Status s = ValidateRunId(run_id);
+  if (!s.ok()) return s;
+  if (after_seq < 0) return Status::InvalidArgument("after_seq must be >= 0");
+  auto state = std::make_shared<SubState>();
+  state->run_id = std::string(run_id);
+  state->handlers = std::move(handlers);
+  state->options = options;
+  std::string rid(run_id);
+  state->read = [this, rid](int64_t after, const EventVisitor& v, size_t limit) {
+    return Read(rid, after, v, ReadOptions{limit});
+  };
+  state->high_water = [this, rid]() { return LastSeq(rid); };
+  return StartSubscription(std::move(state), after_seq);
+}
+
+Result<std::unique_ptr<Subscription>> SqliteEventStore::SubscribeAll(
+    int64_t after_position, SubscriptionHandlers handlers, const SubscribeOptions& options) {
+  if (after_position < 0) return Status::InvalidArgument("after_position must be >= 0");
+  auto state = std::make_shared<SubState>();
+  state->all = true;
+  state->handlers = std::move(handlers);
+  state->options = options;
+  state->read = [this](int64_t after, const EventVisitor& v, size_t limit) {
+    return ReadAll(after, v, ReadOptions{limit});
+  };
+  state->high_water = [this]() { return LastPosition(); };
+  return StartSubscription(std::move(state), after_position);
+}
+
+Result<std::unique_ptr<Subscription>> SqliteEventStore::StartSubscription(
+    std::shared_ptr<SubState> state, int64_t cursor) {
+  Status s = CheckOpen(false);
+  if (!s.ok()) return s;
+  if (state->options.max_queued_events == 0) {
+    return Status::InvalidArgument("max_queued_events must be > 0");
+  }
+  state->cursor = cursor;
+  // Register before reading the high-water mark: every later commit is
+  // queued, every earlier one is in the backlog.
+  hub_.Add(state);
+  auto abandon = [&](Status st) -> Result<std::unique_ptr<Subscription>> {
+    state->cancelled = true;  // the hub drops it on its next publish
+    return st;
+  };
+  Result<int64_t> hw = state->high_water();
+  if (!hw.ok()) return abandon(hw.status());
+  if (!state->all) {
+    Result<RunInfo> run = GetRun(state->run_id);
+    if (run.ok() && cursor + 1 < run->first_seq) {
+      return abandon(Status::Truncated(
+          fmt::format("run {}: events before seq {} were removed by retention; earliest "
+                      "available is {}",
+                      state->run_id, run->first_seq, run->first_seq),
+          run->first_seq));
+    }
+  }
+  std::thread t([state, target = *hw] { state->Run(target); });
+  return std::unique_ptr<Subscription>(new SubscriptionImpl(std::move(state), std::move(t)));
+}
+
+// ---------------------------------------------------------------- retention
+
+Result<int64_t> SqliteEventStore::TruncateImpl(SQLite::Database& db, int64_t run_pk,
+                                               int64_t before_seq) {
+  SQLite::Statement gr(db, "SELECT first_seq, last_seq FROM runs WHERE run_pk = ?");
+  gr.bind(1, run_pk);
+  if (!gr.executeStep()) return int64_t{0};
+  int64_t first = gr.getColumn(0).getInt64();
+  int64_t last = gr.getColumn(1).getInt64();
+  before_seq = std::min(before_seq, last + 1);
+  if (before_seq <= first) return int64_t{0};
+  int64_t removed = 0, removed_bytes = 0;
+  std::string scratch;
+  // Blocks entirely below the cut: count, then delete.
+  {
+    SQLite::Statement st(db,
+                         "SELECT first_seq, last_seq, last_pos, base_ts, codec, raw_size, data "
+                         "FROM event_blocks WHERE run_pk = ? AND first_seq < ? ORDER BY last_seq");
+    st.bind(1, run_pk);
+    st.bind(2, before_seq);
+    struct Rewrite {
+      int64_t last_pos, last_seq, new_first, base_ts, max_ts;
+      std::string body;
+    };
+    std::vector<Rewrite> rewrites;
+    while (st.executeStep()) {
+      int64_t bfirst = 0;
+      int64_t blast = st.getColumn(1).getInt64();
+      int64_t last_pos = st.getColumn(2).getInt64();
+      Rewrite rw{last_pos, blast, before_seq, 0, 0, {}};
+      int64_t prev_ts = 0;
+      bool first_kept = true;
+      Status bs = VisitBlock(st, &scratch, &bfirst, [&](EventView& v) {
+        if (v.seq < before_seq) {
+          ++removed;
+          removed_bytes += static_cast<int64_t>(v.payload.size());
+        } else {
+          if (first_kept) {
+            rw.base_ts = prev_ts = rw.max_ts = v.ts_us;
+            first_kept = false;
+          }
+          rw.max_ts = std::max(rw.max_ts, v.ts_us);
+          EncodeEventView(v, &prev_ts, &rw.body);
+        }
+        return true;
+      });
+      if (!bs.ok()) return bs;
+      if (blast >= before_seq) rewrites.push_back(std::move(rw));
+    }
+    st.reset();
+    SQLite::Statement del(db, "DELETE FROM event_blocks WHERE run_pk = ? AND last_seq < ?");
+    del.bind(1, run_pk);
+    del.bind(2, before_seq);
+    del.exec();
+    std::string packed;
+    for (Rewrite& rw : rewrites) {
+      Codec codec = CompressBody(rw.body, &packed);
+      SQLite::Statement upd(db,
+                            "UPDATE event_blocks SET first_seq = ?, base_ts = ?, max_ts = ?, "
+                            "codec = ?, raw_size = ?, data = ? WHERE last_pos = ?");
+      upd.bind(1, rw.new_first);
+      upd.bind(2, rw.base_ts);
+      upd.bind(3, rw.max_ts);
+      upd.bind(4, static_cast<int>(codec));
+      upd.bind(5, static_cast<int64_t>(rw.body.size()));
+      upd.bind(6, packed.data(), static_cast<int>(packed.size()));
+      upd.bind(7, rw.last_pos);
+      upd.exec();
+    }
+  }
+  SQLite::Statement upd_run(db,
+                            "UPDATE runs SET first_seq = ?, event_count = event_count - ?, "
+                            "payload_bytes = payload_bytes - ? WHERE run_pk = ?");
+  upd_run.bind(1, before_seq);
+  upd_run.bind(2, removed);
+  upd_run.bind(3, removed_bytes);
+  upd_run.bind(4, run_pk);
+  upd_run.exec();
+  return removed;
+}
+
+Result<int64_t> SqliteEventStore::TruncateBefore(std::string_view run_id, int64_t before_seq) {
+  Status s = ValidateRunId(run_id);
+  if (!s.ok()) return s;
+  int64_t removed = 0;
+  std::string rid(run_id);
+  s = Write([&](SQLite::Database& db) -> Status {
+    SQLite::Statement st(db, "SELECT run_pk FROM runs WHERE run_id = ?");
+    st.bind(1, rid);
+    if (!st.executeStep()) return Status::NotFound(fmt::format("run {} has no events", rid));
+    int64_t pk = st.getColumn(0).getInt64();
+    st.reset();
+    Result<int64_t> r = TruncateImpl(db, pk, before_seq);
+    if (!r.ok()) return r.status();
+    removed = *r;
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return removed;
+}
+
+Result<int64_t> SqliteEventStore::DeleteOlderThan(int64_t ts_us) {
+  int64_t removed = 0;
+  Status s = Write([&](SQLite::Database& db) -> Status {
+    std::vector<int64_t> pks;
+    {
+      SQLite::Statement st(db,
+                           "SELECT r.run_pk FROM runs r LEFT JOIN sessions s ON s.run_id = "
+                           "r.run_id WHERE s.status IS NULL OR s.status <> 'running'");
+      while (st.executeStep()) pks.push_back(st.getColumn(0).getInt64());
+    }
+    std::string scratch;
+    for (int64_t pk : pks) {
+      // The cut is the first event recorded at or after ts_us, in seq order.
+      SQLite::Statement st(db,
+                           "SELECT first_seq, last_seq, last_pos, base_ts, codec, raw_size, data, "
+                           "max_ts FROM event_blocks WHERE run_pk = ? ORDER BY last_seq");
+      st.bind(1, pk);
+      int64_t cut = 0;
+      int64_t last_seen = 0;
+      while (cut == 0 && st.executeStep()) {
+        last_seen = st.getColumn(1).getInt64();
+        if (st.getColumn(7).getInt64() < ts_us) continue;  // whole block is older
+        int64_t bfirst = 0;
+        Status bs = VisitBlock(st, &scratch, &bfirst, [&](EventView& v) {
+          if (v.ts_us >= ts_us) {
+            cut = v.seq;
+            return false;
+          }
+          return true;
+        });
+        if (!bs.ok()) return bs;
+      }
+      st.reset();
+      if (cut == 0) cut = last_seen + 1;  // every event is older
+      if (last_seen == 0) continue;
+      Result<int64_t> r = TruncateImpl(db, pk, cut);
+      if (!r.ok()) return r.status();
+      removed += *r;
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return removed;
+}
+
+// ---------------------------------------------------------------- the rest
+
+Catalog& SqliteEventStore::catalog() { return *catalog_; }
+
+StoreStats SqliteEventStore::Stats() const {
+  StoreStats st;
+  st.appends = stat_appends_.load();
+  st.events_appended = stat_events_.load();
+  st.bytes_appended = stat_bytes_.load();
+  st.group_commits = stat_commits_.load();
+  st.commit_latency_us_total = stat_commit_us_.load();
+  st.subscribers = hub_.size();
+  st.subscriber_lags = hub_.total_lags();
+  for (int i = 0; i < kLatencyBuckets; ++i) {
+    st.commit_latency_bounds_us.push_back(kLatencyBoundsUs[i]);
+    st.commit_latency_counts.push_back(latency_counts_[i].load());
+  }
+  return st;
+}
+
+Status SqliteEventStore::Close() {
+  if (OnWriterThread() || tl_read_depth > 0) {
+    return Status::Busy("Close called from a store callback; call it from another thread");
+  }
+  if (closing_.exchange(true)) {
+    return Status::Ok();
+  }
+  {
+    std::lock_guard<std::mutex> lk(queue_mu_);
+    stop_writer_ = true;
+  }
+  queue_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();  // commits everything queued
+  hub_.CloseAll();
+  std::unique_lock<std::shared_mutex> life(life_mu_);
+  closed_ = true;
+  {
+    std::lock_guard<std::mutex> lk(readers_mu_);
+    readers_.clear();
+  }
+  Status s;
+  if (writer_db_ && !options_.read_only && !memory_) {
+    try {
+      writer_db_->exec("PRAGMA wal_checkpoint(PASSIVE)");
+    } catch (const SQLite::Exception& e) {
+      s = FromSqlite(e, "checkpoint at close failed");
+    }
+  }
+  writer_db_.reset();
+  return s;
+}
+
+}  // namespace dispatch::internal
+
+namespace dispatch {
+
+Result<std::unique_ptr<EventStore>> EventStore::Open(const StoreOptions& options) {
+  return internal::SqliteEventStore::OpenStore(options);
+}
+
+}  // namespace dispatch

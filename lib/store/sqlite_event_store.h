@@ -1,0 +1,146 @@
+// SqliteEventStore: the embedded EventStore backend (one SQLite file, WAL).
+//
+// Layout (doc/storage.md): a run's events from one group commit are packed
+// into one `event_blocks` row, LZ4-compressed (block_codec.h). One writer
+// thread owns the write connection and group-commits everything queued;
+// readers use a small pool of read connections (WAL lets them run beside the
+// writer). Subscriptions get committed blocks pushed from the writer and each
+// runs on its own thread (subscription.h).
+//
+// Thread-safety: thread-safe (see EventStore).
+#ifndef DISPATCH_LIB_STORE_SQLITE_EVENT_STORE_H_
+#define DISPATCH_LIB_STORE_SQLITE_EVENT_STORE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "dispatch/event_store.h"
+#include "store/subscription.h"
+
+namespace SQLite {
+class Database;
+}
+
+namespace dispatch::internal {
+
+class SqliteCatalog;
+struct ReaderConn;
+
+class SqliteEventStore final : public EventStore {
+ public:
+  static Result<std::unique_ptr<EventStore>> OpenStore(const StoreOptions& options);
+  ~SqliteEventStore() override;
+
+  Result<AppendResult> Append(std::string_view run_id, std::span<const NewEvent> events,
+                              const AppendOptions& options) override;
+  void AppendAsync(std::string run_id, std::vector<NewEvent> events, const AppendOptions& options,
+                   AppendCallback done) override;
+  Status Flush() override;
+
+  Result<ReadSummary> Read(std::string_view run_id, int64_t after_seq, const EventVisitor& visit,
+                           const ReadOptions& options) override;
+  Result<ReadSummary> ReadAll(int64_t after_position, const EventVisitor& visit,
+                              const ReadOptions& options) override;
+  Result<int64_t> LastSeq(std::string_view run_id) override;
+  Result<int64_t> LastPosition() override;
+  Result<RunInfo> GetRun(std::string_view run_id) override;
+  Result<std::vector<RunInfo>> ListRuns() override;
+
+  Result<std::unique_ptr<Subscription>> Subscribe(std::string_view run_id, int64_t after_seq,
+                                                  SubscriptionHandlers handlers,
+                                                  const SubscribeOptions& options) override;
+  Result<std::unique_ptr<Subscription>> SubscribeAll(int64_t after_position,
+                                                     SubscriptionHandlers handlers,
+                                                     const SubscribeOptions& options) override;
+
+  Result<int64_t> TruncateBefore(std::string_view run_id, int64_t before_seq) override;
+  Result<int64_t> DeleteOlderThan(int64_t ts_us) override;
+
+  Catalog& catalog() override;
+  StoreStats Stats() const override;
+  Status Close() override;
+
+  // For the catalog: runs `op` on the writer thread in a transaction of its
+  // own and returns its status once committed (or rolled back on failure).
+  Status Write(std::function<Status(SQLite::Database&)> op);
+  // For the catalog: runs `fn` with a read connection.
+  Status WithReader(const std::function<Status(SQLite::Database&)>& fn);
+
+ private:
+  struct Request {
+    // Append (op empty) or a write op.
+    std::string run_id;
+    std::vector<NewEvent> events;
+    AppendOptions options;
+    AppendCallback done;
+    std::function<Status(SQLite::Database&)> op;
+    std::function<void(Status)> op_done;
+    bool flush_marker = false;
+  };
+  struct GroupOutcome;
+
+  explicit SqliteEventStore(const StoreOptions& options);
+  Status OpenDatabase();
+  Status CheckOpen(bool for_write) const;
+  void WriterLoop();
+  void CommitAppends(std::vector<Request>& group);
+  void RunOp(Request& req);
+  Result<int64_t> TruncateImpl(SQLite::Database& db, int64_t run_pk, int64_t before_seq);
+  std::unique_ptr<ReaderConn> AcquireReader(Status* status);
+  void ReleaseReader(std::unique_ptr<ReaderConn> conn);
+  Result<ReadSummary> ReadWith(ReaderConn& conn, std::string_view run_id, int64_t after_seq,
+                               const EventVisitor& visit, size_t limit);
+  Result<std::unique_ptr<Subscription>> StartSubscription(std::shared_ptr<SubState> state,
+                                                          int64_t cursor);
+  bool OnWriterThread() const { return std::this_thread::get_id() == writer_id_; }
+
+  const StoreOptions options_;
+  const bool memory_;
+  std::unique_ptr<SQLite::Database> writer_db_;
+  std::unique_ptr<SqliteCatalog> catalog_;
+
+  // Lifetime: public calls hold life_mu_ shared; Close takes it exclusively
+  // to tear down connections.
+  mutable std::shared_mutex life_mu_;
+  std::atomic<bool> closing_{false};
+  bool closed_ = false;  // guarded by life_mu_
+
+  // The writer queue.
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<Request> queue_;  // guarded by queue_mu_
+  bool stop_writer_ = false;   // guarded by queue_mu_
+  std::thread writer_;
+  std::thread::id writer_id_;
+
+  // For ":memory:" stores readers share the writer's connection.
+  std::mutex memory_mu_;
+
+  std::mutex readers_mu_;
+  std::vector<std::unique_ptr<ReaderConn>> readers_;  // idle, guarded by readers_mu_
+
+  // run id → run_pk, filled after commits (pks never change).
+  std::mutex pk_mu_;
+  std::unordered_map<std::string, int64_t> pk_cache_;
+
+  SubscriptionHub hub_;
+
+  // Stats.
+  std::atomic<int64_t> stat_appends_{0}, stat_events_{0}, stat_bytes_{0}, stat_commits_{0},
+      stat_commit_us_{0};
+  static constexpr int kLatencyBuckets = 12;
+  std::atomic<int64_t> latency_counts_[kLatencyBuckets] = {};
+};
+
+}  // namespace dispatch::internal
+
+#endif  // DISPATCH_LIB_STORE_SQLITE_EVENT_STORE_H_

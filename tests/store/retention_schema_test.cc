@@ -1,0 +1,174 @@
+// Retention (truncate, delete by age) and schema versioning.
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+#include "store/schema.h"
+#include "support/store_helpers.h"
+
+using namespace dispatch;
+using namespace dispatch::testing;
+
+namespace {
+std::vector<NewEvent> Numbered(int from, int to, int64_t ts = 0) {
+  std::vector<NewEvent> b;
+  for (int i = from; i <= to; ++i) {
+    NewEvent e = Ev("event " + std::to_string(i));
+    e.ts_us = ts;
+    b.push_back(e);
+  }
+  return b;
+}
+
+void Exec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  char* err = nullptr;
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  std::string msg = err ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(db);
+  REQUIRE_MESSAGE(rc == SQLITE_OK, msg);
+}
+}  // namespace
+
+TEST_SUITE("Retention") {
+  TEST_CASE("Truncating a run removes the prefix; reads below it say truncated") {
+    TempDir dir;
+    auto store = OpenStore(dir.file("s.db"));
+    // Several blocks, so the cut falls inside one.
+    REQUIRE(store->Append("r", Numbered(1, 10)).ok());
+    REQUIRE(store->Append("r", Numbered(11, 20)).ok());
+    REQUIRE(store->Append("r", Numbered(21, 30)).ok());
+    auto removed = store->TruncateBefore("r", 15);
+    REQUIRE(removed.ok());
+    CHECK(*removed == 14);
+    auto bad = store->ReadEvents("r", 0);
+    REQUIRE_FALSE(bad.ok());
+    CHECK(bad.status().code() == StatusCode::kTruncated);
+    CHECK(bad.status().earliest_available() == 15);
+    CHECK(bad.status().message().find("earliest available is 15") != std::string::npos);
+    CHECK(store->ReadEvents("r", 13).status().code() == StatusCode::kTruncated);
+    auto from14 = store->ReadEvents("r", 14);
+    REQUIRE(from14.ok());
+    REQUIRE(from14->size() == 16);
+    CHECK(from14->front().seq == 15);
+    CHECK(from14->front().payload == "event 15");
+    CHECK(from14->back().seq == 30);
+    // Seq numbering does not restart, positions keep growing.
+    auto next = store->Append("r", std::vector<NewEvent>{Ev("event 31")});
+    REQUIRE(next.ok());
+    CHECK(next->seqs[0] == 31);
+    auto info = store->GetRun("r");
+    CHECK(info->first_seq == 15);
+    CHECK(info->event_count == 17);
+    // Subscribing below the cut is refused the same way.
+    auto sub = store->Subscribe("r", 3, {});
+    CHECK(sub.status().code() == StatusCode::kTruncated);
+    // Truncating again below the cut is a no-op; above the end stops at the end.
+    CHECK(*store->TruncateBefore("r", 10) == 0);
+    CHECK(*store->TruncateBefore("r", 1000) == 17);
+    CHECK(store->ReadEvents("r", 31)->empty());
+    CHECK(store->ReadEvents("r", 0).status().earliest_available() == 32);
+    CHECK(store->Append("r", std::vector<NewEvent>{Ev("after")})->seqs[0] == 32);
+    CHECK(store->TruncateBefore("ghost", 3).status().code() == StatusCode::kNotFound);
+  }
+
+  TEST_CASE("Deleting by age spares running sessions and keeps seq numbering") {
+    TempDir dir;
+    auto store = OpenStore(dir.file("s.db"));
+    const int64_t old_ts = 1'000'000, new_ts = 9'000'000;
+    REQUIRE(store->Append("stopped", Numbered(1, 5, old_ts)).ok());
+    REQUIRE(store->Append("stopped", Numbered(6, 8, new_ts)).ok());
+    REQUIRE(store->Append("running", Numbered(1, 5, old_ts)).ok());
+    REQUIRE(store->Append("orphan", Numbered(1, 3, old_ts)).ok());
+    SessionRecord s;
+    s.kind = "pty";
+    s.run_id = "stopped";
+    s.status = SessionStatus::kStopped;
+    REQUIRE(store->catalog().PutSession(s).ok());
+    s.run_id = "running";
+    s.status = SessionStatus::kRunning;
+    REQUIRE(store->catalog().PutSession(s).ok());
+    auto removed = store->DeleteOlderThan(5'000'000);
+    REQUIRE(removed.ok());
+    CHECK(*removed == 5 + 3);
+    CHECK(store->ReadEvents("stopped", 0).status().earliest_available() == 6);
+    CHECK(store->ReadEvents("stopped", 5)->size() == 3);
+    CHECK(store->ReadEvents("running", 0)->size() == 5);
+    CHECK(store->ReadEvents("orphan", 0).status().earliest_available() == 4);
+    CHECK(store->Append("orphan", std::vector<NewEvent>{Ev("x")})->seqs[0] == 4);
+  }
+
+  TEST_CASE("ReadAll skips removed ranges without error") {
+    TempDir dir;
+    auto store = OpenStore(dir.file("s.db"));
+    REQUIRE(store->Append("a", Numbered(1, 4)).ok());
+    REQUIRE(store->Append("b", Numbered(1, 2)).ok());
+    REQUIRE(store->TruncateBefore("a", 3).ok());
+    std::vector<int64_t> positions;
+    REQUIRE(store->ReadAll(0, [&](const EventView& v) {
+                   positions.push_back(v.position);
+                   return true;
+                 }).ok());
+    CHECK(positions == std::vector<int64_t>{3, 4, 5, 6});
+  }
+}
+
+TEST_SUITE("Schema") {
+  TEST_CASE("A database of schema version 1 (the seed's layout) opens and upgrades") {
+    TempDir dir;
+    std::string path = dir.file("v1.db");
+    Exec(path, internal::SchemaV1Sql());
+    Exec(path,
+         "INSERT INTO session_events VALUES ('old-run', 1, 'pty:stdout', 'chunk', '\"hello\"', 1700000000000);"
+         "INSERT INTO session_events VALUES ('old-run', 2, 'pty:stdout', 'chunk', 'not json', 1700000000005);"
+         "INSERT INTO session_events VALUES ('old-run', 3, 'system:status', 'closed', "
+         "'{\"exitCode\":0,\"signal\":null}', 1700000000010);"
+         "INSERT INTO session_events VALUES ('b', 1, 'claude:message', 'result', '{}', 1700000000001);"
+         "INSERT INTO sessions VALUES ('old-run', 'pty', 'stopped', '/ws', '{}', 1700000000000, 1700000000010);"
+         "INSERT INTO workspaces VALUES ('ws', 'WS', '/ws', 'active', NULL, 1, 2);"
+         "INSERT INTO settings VALUES ('ui', '{\"a\":1}');");
+    auto store = OpenStore(path);
+    auto ev = store->ReadEvents("old-run", 0);
+    REQUIRE_MESSAGE(ev.ok(), ev.status().ToString());
+    REQUIRE(ev->size() == 3);
+    CHECK((*ev)[0].payload == "\"hello\"");
+    CHECK((*ev)[0].encoding == Encoding::kJson);
+    CHECK((*ev)[1].encoding == Encoding::kBytes);
+    CHECK((*ev)[2].type == "closed");
+    CHECK((*ev)[0].ts_us == 1700000000000000);
+    CHECK(store->Append("old-run", std::vector<NewEvent>{Ev("new")})->seqs[0] == 4);
+    CHECK(store->catalog().GetSession("old-run")->status == SessionStatus::kStopped);
+    CHECK(store->catalog().GetWorkspace("ws")->metadata == "{}");
+    CHECK(*store->catalog().GetSettings("ui") == "{\"a\":1}");
+    // Positions are unique and ordered across migrated runs.
+    std::vector<int64_t> pos;
+    REQUIRE(store->ReadAll(0, [&](const EventView& v) {
+                   pos.push_back(v.position);
+                   return true;
+                 }).ok());
+    CHECK(pos == std::vector<int64_t>{1, 2, 3, 4, 5});
+    store.reset();
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    CHECK(sqlite3_column_int(st, 0) == internal::kSchemaVersion);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
+
+  TEST_CASE("A database from a newer version is refused, not modified") {
+    TempDir dir;
+    std::string path = dir.file("future.db");
+    { OpenStore(path); }
+    Exec(path, "PRAGMA user_version = 99");
+    StoreOptions o;
+    o.path = path;
+    auto r = EventStore::Open(o);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == StatusCode::kCorruption);
+    CHECK(r.status().message().find("newer") != std::string::npos);
+  }
+}
