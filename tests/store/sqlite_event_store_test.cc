@@ -282,6 +282,36 @@ TEST_SUITE("SqliteEventStore") {
     CHECK(store->Flush().ok());
   }
 
+  TEST_CASE("Appends queued together share one group commit") {
+    TempDir dir;
+    auto store = OpenStore(dir.file("s.db"));
+    constexpr int kAppends = 2000;
+    std::atomic<int> done{0};
+    std::promise<void> all_done;
+    for (int i = 0; i < kAppends; ++i) {
+      store->AppendAsync("run-" + std::to_string(i % 16), {Ev(std::to_string(i))}, {},
+                         [&](Result<AppendResult> r) {
+                           CHECK(r.ok());
+                           if (++done == kAppends) all_done.set_value();
+                         });
+    }
+    all_done.get_future().wait();
+    StoreStats st = store->Stats();
+    CHECK(st.appends == kAppends);
+    CHECK(st.events_appended == kAppends);
+    CHECK(st.group_commits < kAppends / 4);  // many appends per transaction
+    int64_t histogram_total = 0;
+    for (int64_t c : st.commit_latency_counts) histogram_total += c;
+    CHECK(histogram_total == st.group_commits);
+    // Every run still reads back contiguous from 1.
+    for (int r = 0; r < 16; ++r) {
+      auto ev = store->ReadEvents("run-" + std::to_string(r), 0);
+      REQUIRE(ev.ok());
+      CHECK(ev->size() == kAppends / 16);
+      for (size_t i = 0; i < ev->size(); ++i) CHECK((*ev)[i].seq == static_cast<int64_t>(i + 1));
+    }
+  }
+
   TEST_CASE("Reopening a store keeps events, and seq and position continue") {
     TempDir dir;
     {
