@@ -60,6 +60,19 @@ bool ValidName(std::string_view s) {
   return true;
 }
 
+// The status a system:status event leads to; nullopt for other types.
+std::optional<SessionStatus> StatusAfter(const NewEvent& ev) {
+  if (ev.type == "created" || ev.type == "resumed") return SessionStatus::kStarting;
+  if (ev.type == "started") return SessionStatus::kRunning;
+  if (ev.type == "error") return SessionStatus::kError;
+  if (ev.type == "closed" || ev.type == "orphaned") {
+    json p = json::parse(ev.payload, nullptr, false);
+    return (p.is_object() && p.contains("error")) ? SessionStatus::kError
+                                                   : SessionStatus::kStopped;
+  }
+  return std::nullopt;
+}
+
 std::string RandomHex(size_t n) {
   static std::mutex mu;
   static std::mt19937_64 rng{std::random_device{}()};
@@ -90,7 +103,8 @@ struct Session final : public SessionContext {
   ManagerImpl* mgr = nullptr;
   SessionSpec spec_;
   std::unique_ptr<SessionAdapter> adapter;
-  SessionStatus status = SessionStatus::kStarting;
+  SessionStatus status = SessionStatus::kStarting;            // as enqueued
+  SessionStatus catalog_status = SessionStatus::kStarting;    // as committed
   std::string description = "{}";
   json meta = json::object();
   int64_t created_us = 0;
@@ -114,7 +128,9 @@ struct Session final : public SessionContext {
 
   const SessionSpec& spec() const override { return spec_; }
   uv_loop_s* loop() const override;
-  Status Emit(NewEvent event) override;
+  Status Emit(NewEvent event) override { return DoEmit(std::move(event), false); }
+  Status EmitOutput(NewEvent event) override { return DoEmit(std::move(event), true); }
+  Status DoEmit(NewEvent event, bool coalesce);
   Status UpdateMeta(std::string_view json_object) override;
   size_t pending_bytes() const override { return pending; }
   void ReportExit(const ExitInfo& info) override;
@@ -221,7 +237,7 @@ class ManagerImpl final : public RunSessionManager {
   }
 
   // ---- used by Session (loop thread) ----
-  void Enqueue(Session& s, NewEvent ev);
+  void Enqueue(Session& s, NewEvent ev, bool coalesce = false);
   void OnExit(Session& s, const ExitInfo& info);
   void UpdateMetaOf(Session& s);
   const ManagerOptions& options() const { return opts_; }
@@ -318,7 +334,7 @@ class ManagerImpl final : public RunSessionManager {
 
 uv_loop_s* Session::loop() const { return mgr->loop(); }
 
-Status Session::Emit(NewEvent ev) {
+Status Session::DoEmit(NewEvent ev, bool coalesce) {
   if (exit_reported) return Status::Closed("the session has reported its exit");
   if (!ValidName(ev.channel) || !ValidName(ev.type)) {
     return Status::InvalidArgument(fmt::format(
@@ -335,7 +351,7 @@ Status Session::Emit(NewEvent ev) {
   if (ev.encoding == Encoding::kJson && !json::accept(ev.payload)) {
     return Status::InvalidArgument("payload of a json event is not valid JSON");
   }
-  mgr->Enqueue(*this, std::move(ev));
+  mgr->Enqueue(*this, std::move(ev), coalesce);
   return Status::Ok();
 }
 
@@ -652,14 +668,17 @@ Status ManagerImpl::StartSession(const std::shared_ptr<Session>& s, std::string 
   return Status::Ok();
 }
 
-void ManagerImpl::Enqueue(Session& s, NewEvent ev) {
+void ManagerImpl::Enqueue(Session& s, NewEvent ev, bool coalesce) {
   if (ev.ts_us == 0) ev.ts_us = NowMicros();
+  if (ev.channel == kStatusChannel) {
+    if (auto after = StatusAfter(ev)) s.status = *after;
+  }
   size_t n = ev.payload.size();
   stats_.events_emitted++;
   s.pending += n;
   // Coalesce into the last queued event of the same kind (raw output).
   bool merged = false;
-  if (!s.queue.empty() && ev.id.empty() && ev.encoding != Encoding::kJson) {
+  if (coalesce && !s.queue.empty() && ev.id.empty() && ev.encoding != Encoding::kJson) {
     NewEvent& last = s.queue.back();
     if (last.id.empty() && last.encoding == ev.encoding && last.channel == ev.channel &&
         last.type == ev.type && last.payload.size() + n <= opts_.max_coalesce_bytes) {
@@ -760,24 +779,12 @@ void ManagerImpl::Deliver(const EventView& v) {
 }
 
 void ManagerImpl::ApplyStatus(Session& s, const NewEvent& ev) {
-  SessionStatus next = s.status;
-  if (ev.type == "created" || ev.type == "resumed") {
-    next = SessionStatus::kStarting;
-  } else if (ev.type == "started") {
-    next = SessionStatus::kRunning;
-  } else if (ev.type == "error") {
-    next = SessionStatus::kError;
-  } else if (ev.type == "closed") {
-    json p = json::parse(ev.payload, nullptr, false);
-    next = (p.is_object() && p.contains("error")) ? SessionStatus::kError
-                                                   : SessionStatus::kStopped;
-  } else {
-    return;
-  }
-  bool changed = next != s.status;
-  s.status = next;
+  auto after = StatusAfter(ev);
+  if (!after) return;
+  bool changed = *after != s.catalog_status;
+  s.catalog_status = *after;
   // The record was written as "starting" at create; a resume must say so too.
-  if (changed || ev.type == "resumed") CatalogStatus(s.spec_.run_id, next);
+  if (changed || ev.type == "resumed") CatalogStatus(s.spec_.run_id, *after);
 }
 
 void ManagerImpl::CatalogStatus(const std::string& run_id, SessionStatus st) {
@@ -964,21 +971,15 @@ void ManagerImpl::TearDown() {
     std::vector<NewEvent> rest(std::make_move_iterator(s->queue.begin()),
                                std::make_move_iterator(s->queue.end()));
     s->queue.clear();
-    SessionStatus final_status = s->status;
+    SessionStatus final_status = s->catalog_status;
     for (auto& e : rest) {
       if (e.channel != kStatusChannel) continue;
-      if (e.type == "closed") {
-        final_status = e.payload.find("\"error\"") != std::string::npos ? SessionStatus::kError
-                                                                        : SessionStatus::kStopped;
-      } else if (e.type == "error") {
-        final_status = SessionStatus::kError;
-      }
+      if (auto after = StatusAfter(e)) final_status = *after;
     }
     if (!rest.empty()) {
       auto r = store_->Append(id, rest);
       if (!r.ok()) Error(id, r.status());
     }
-    if (!had_exit) final_status = SessionStatus::kStopped;
     CatalogStatus(id, final_status);
     if (s->destroy_record) {
       EventStore* store = store_;

@@ -98,11 +98,17 @@ class DISPATCH_EXPORT SessionContext {
 
   // Records an event of this session. The manager sets ts (when 0), appends
   // it in order with the session's other events and publishes it once it is
-  // committed. Consecutive events with the same channel, type and encoding
-  // and no id may be coalesced into one (payloads concatenated) while an
-  // earlier append is in flight; pass a non-empty `id` to keep one apart.
-  // Fails Closed after ReportExit; InvalidArgument for a bad channel/type.
+  // committed. Fails Closed after ReportExit; InvalidArgument for a bad
+  // channel/type, a payload over kMaxPayloadBytes, invalid JSON under
+  // Encoding::kJson, or the channel "system:status" (the manager's own).
   virtual Status Emit(NewEvent event) = 0;
+
+  // The same for bulk output (terminal bytes): while an earlier append of the
+  // session is in flight, consecutive output events with the same channel,
+  // type and encoding (not kJson) and no id are coalesced into one (payloads
+  // concatenated, the first one's ts kept), so a flood becomes few large
+  // events while a lone event is appended at once.
+  virtual Status EmitOutput(NewEvent event) = 0;
 
   // Merges the top-level keys of `json_object` into the session record's
   // meta (and SessionSpec::meta_json of a later resume). Written by a

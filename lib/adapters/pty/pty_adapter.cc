@@ -406,7 +406,7 @@ void PtyAdapter::ReadAvailable() {
     ev.type = "chunk";
     ev.encoding = Encoding::kBytes;
     ev.payload.assign(rbuf_.data(), n);
-    (void)ctx_->Emit(std::move(ev));
+    (void)ctx_->EmitOutput(std::move(ev));
   }
   if (eof) OnEof();
 }
