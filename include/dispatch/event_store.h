@@ -41,7 +41,9 @@ enum class Durability : uint8_t {
 };
 
 struct StoreOptions {
-  // A file path, or ":memory:" for a private in-memory store.
+  // A file path, or ":memory:" for a private store that is removed when
+  // closed (kept in a temp file under $TMPDIR, so that it behaves exactly
+  // like a file store: readers run beside the writer).
   std::string path;
   Durability durability = Durability::kNormal;
   // Open without writing anything (tools, exports). Appends fail ReadOnly.

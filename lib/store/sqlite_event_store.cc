@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -22,7 +23,6 @@ namespace dispatch::internal {
 
 // A read connection with its prepared statements and a reusable buffer.
 struct ReaderConn {
-  explicit ReaderConn(SQLite::Database* shared) : db(shared) {}
   ReaderConn(const std::string& path, int flags, int busy_ms)
       : owned(std::make_unique<SQLite::Database>(path, flags, busy_ms)), db(owned.get()) {
     Prepare();
@@ -44,7 +44,6 @@ struct ReaderConn {
   SQLite::Database* db;
   std::unique_ptr<SQLite::Statement> get_run, blocks, blocks_all;
   std::string scratch;
-  std::unique_lock<std::mutex> memory_lock;  // held while leased, for ":memory:"
 };
 
 namespace {
@@ -152,12 +151,29 @@ struct RunWork {
 
 }  // namespace
 
-SqliteEventStore::SqliteEventStore(const StoreOptions& options)
-    : options_(options), memory_(options.path == ":memory:") {}
+SqliteEventStore::SqliteEventStore(const StoreOptions& options, bool temporary)
+    : options_(options), temporary_(temporary) {}
 
 Result<std::unique_ptr<EventStore>> SqliteEventStore::OpenStore(const StoreOptions& options) {
   if (options.path.empty()) return Status::InvalidArgument("store path is empty");
-  std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(options));
+  StoreOptions opts = options;
+  bool temporary = false;
+  if (opts.path == ":memory:") {
+    // A private store that vanishes on close. It is a file in $TMPDIR (removed
+    // at Close) rather than SQLite's :memory:, so that readers and the writer
+    // get separate connections exactly as with any other store.
+    if (opts.read_only) return Status::InvalidArgument("a :memory: store cannot be read-only");
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/dispatch-mem-XXXXXX";
+    int fd = mkstemp(tmpl.data());
+    if (fd < 0) return Status::IOError(fmt::format("cannot create a private store in {}", tmpl));
+    ::close(fd);
+    opts.path = tmpl;
+    opts.durability = Durability::kNormal;
+    opts.create_if_missing = true;
+    temporary = true;
+  }
+  std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(opts, temporary));
   Status s = store->OpenDatabase();
   if (!s.ok()) return s;
   store->catalog_ = std::make_unique<SqliteCatalog>(store.get());
@@ -168,7 +184,7 @@ Result<std::unique_ptr<EventStore>> SqliteEventStore::OpenStore(const StoreOptio
 
 Status SqliteEventStore::OpenDatabase() {
   const bool ro = options_.read_only;
-  if (!memory_) {
+  {
     std::error_code ec;
     bool exists = std::filesystem::exists(options_.path, ec);
     if (!exists && (ro || !options_.create_if_missing)) {
@@ -187,14 +203,15 @@ Status SqliteEventStore::OpenDatabase() {
       return Status::ReadOnly(fmt::format(
           "store file is not writable: {} (open it with read_only to read it)", options_.path));
     }
-    if (!ro && !memory_) {
+    if (!ro) {
       std::string mode = db.execAndGet("PRAGMA journal_mode=WAL").getString();
       if (mode != "wal") {
         return Status::IOError(fmt::format("cannot switch {} to WAL mode (got {})", options_.path, mode));
       }
     }
-    db.exec(options_.durability == Durability::kFull ? "PRAGMA synchronous=FULL"
-                                                     : "PRAGMA synchronous=NORMAL");
+    db.exec(temporary_ ? "PRAGMA synchronous=OFF"
+            : options_.durability == Durability::kFull ? "PRAGMA synchronous=FULL"
+                                                       : "PRAGMA synchronous=NORMAL");
     db.exec("PRAGMA cache_size=-32768");
     db.exec("PRAGMA temp_store=MEMORY");
     if (ro) {
@@ -333,8 +350,6 @@ void SqliteEventStore::WriterLoop() {
 }
 
 void SqliteEventStore::RunOp(Request& req) {
-  std::unique_lock<std::mutex> mem;
-  if (memory_) mem = std::unique_lock<std::mutex>(memory_mu_);
   Status s;
   try {
     SQLite::Transaction txn(*writer_db_, SQLite::TransactionBehavior::IMMEDIATE);
@@ -343,15 +358,12 @@ void SqliteEventStore::RunOp(Request& req) {
   } catch (const SQLite::Exception& e) {
     s = FromSqlite(e, "store write failed");
   }
-  if (mem.owns_lock()) mem.unlock();
   req.op_done(std::move(s));
 }
 
 void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
   auto started = std::chrono::steady_clock::now();
   SQLite::Database& db = *writer_db_;
-  std::unique_lock<std::mutex> mem;
-  if (memory_) mem = std::unique_lock<std::mutex>(memory_mu_);
 
   std::vector<Result<AppendResult>> results;
   results.reserve(group.size());
@@ -472,7 +484,6 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
                                 "base_ts, max_ts, codec, raw_size, data) VALUES (?,?,?,?,?,?,?,?,?)");
     SQLite::Statement ins_id(db, "INSERT INTO event_ids (run_pk, id, seq) VALUES (?, ?, ?)");
     std::string packed;
-    const bool want_publish = !hub_.empty();
     for (const std::string& run_id : order) {
       RunWork& w = runs[run_id];
       if (w.added_events == 0) continue;
@@ -511,16 +522,16 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
         ins_block.bind(8, static_cast<int64_t>(b.body.size()));
         ins_block.bindNoCopy(9, packed.data(), static_cast<int>(packed.size()));
         ins_block.exec();
-        if (want_publish) {
-          auto cb = std::make_shared<CommittedBlock>();
-          cb->run_id = run_id;
-          cb->first_seq = b.first_seq;
-          cb->first_pos = first_pos;
-          cb->count = b.count;
-          cb->base_ts = b.base_ts;
-          cb->body = std::make_shared<const std::string>(std::move(b.body));
-          published.push_back(std::move(cb));
-        }
+        // Always built (it moves the body, no copy): whether anyone
+        // subscribes is only known after the commit (see Publish).
+        auto cb = std::make_shared<CommittedBlock>();
+        cb->run_id = run_id;
+        cb->first_seq = b.first_seq;
+        cb->first_pos = first_pos;
+        cb->count = b.count;
+        cb->base_ts = b.base_ts;
+        cb->body = std::make_shared<const std::string>(std::move(b.body));
+        published.push_back(std::move(cb));
       }
       for (const auto& [id, seq] : w.new_ids) {
         ins_id.reset();
@@ -537,7 +548,6 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
   } catch (const SQLite::Exception& e) {
     failure = FromSqlite(e, "append failed");
   }
-  if (mem.owns_lock()) mem.unlock();
 
   if (!failure.ok()) {
     for (Request& req : group) {
@@ -575,17 +585,6 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
 // ---------------------------------------------------------------- reading
 
 std::unique_ptr<ReaderConn> SqliteEventStore::AcquireReader(Status* status) {
-  if (memory_) {
-    auto conn = std::make_unique<ReaderConn>(writer_db_.get());
-    conn->memory_lock = std::unique_lock<std::mutex>(memory_mu_);
-    try {
-      conn->Prepare();
-    } catch (const SQLite::Exception& e) {
-      *status = FromSqlite(e, "cannot prepare a read");
-      return nullptr;
-    }
-    return conn;
-  }
   {
     std::lock_guard<std::mutex> lk(readers_mu_);
     if (!readers_.empty()) {
@@ -604,7 +603,7 @@ std::unique_ptr<ReaderConn> SqliteEventStore::AcquireReader(Status* status) {
 }
 
 void SqliteEventStore::ReleaseReader(std::unique_ptr<ReaderConn> conn) {
-  if (memory_ || !conn) return;  // memory readers are rebuilt each time; lock released here
+  if (!conn) return;
   conn->get_run->reset();
   conn->blocks->reset();
   conn->blocks_all->reset();
@@ -1102,7 +1101,7 @@ Status SqliteEventStore::Close() {
     readers_.clear();
   }
   Status s;
-  if (writer_db_ && !options_.read_only && !memory_) {
+  if (writer_db_ && !options_.read_only && !temporary_) {
     try {
       writer_db_->exec("PRAGMA wal_checkpoint(PASSIVE)");
     } catch (const SQLite::Exception& e) {
@@ -1110,6 +1109,9 @@ Status SqliteEventStore::Close() {
     }
   }
   writer_db_.reset();
+  if (temporary_) {
+    for (const char* suffix : {"", "-wal", "-shm"}) ::unlink((options_.path + suffix).c_str());
+  }
   return s;
 }
 

@@ -88,7 +88,7 @@ class SqliteEventStore final : public EventStore {
   };
   struct GroupOutcome;
 
-  explicit SqliteEventStore(const StoreOptions& options);
+  SqliteEventStore(const StoreOptions& options, bool temporary);
   Status OpenDatabase();
   Status CheckOpen(bool for_write) const;
   void WriterLoop();
@@ -104,7 +104,7 @@ class SqliteEventStore final : public EventStore {
   bool OnWriterThread() const { return std::this_thread::get_id() == writer_id_; }
 
   const StoreOptions options_;
-  const bool memory_;
+  const bool temporary_;  // a ":memory:" store: a temp file removed at Close
   std::unique_ptr<SQLite::Database> writer_db_;
   std::unique_ptr<SqliteCatalog> catalog_;
 
@@ -121,9 +121,6 @@ class SqliteEventStore final : public EventStore {
   bool stop_writer_ = false;   // guarded by queue_mu_
   std::thread writer_;
   std::thread::id writer_id_;
-
-  // For ":memory:" stores readers share the writer's connection.
-  std::mutex memory_mu_;
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<ReaderConn>> readers_;  // idle, guarded by readers_mu_

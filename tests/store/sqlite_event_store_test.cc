@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <mutex>
@@ -338,16 +339,29 @@ TEST_SUITE("SqliteEventStore") {
     CHECK(store->GetRun("nope").status().code() == StatusCode::kNotFound);
   }
 
-  TEST_CASE("An in-memory store works like a file store") {
+  TEST_CASE("An in-memory store works like a file store and leaves nothing behind") {
+    TempDir dir;
+    std::string old_tmp = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "";
+    setenv("TMPDIR", dir.path().c_str(), 1);
     StoreOptions o;
     o.path = ":memory:";
     auto store = EventStore::Open(o);
+    if (old_tmp.empty()) unsetenv("TMPDIR"); else setenv("TMPDIR", old_tmp.c_str(), 1);
     REQUIRE(store.ok());
     REQUIRE((*store)->Append("m", std::vector<NewEvent>{Ev("1"), Ev("2")}).ok());
+    // A reader's callback may append (its own connection, no shared lock).
+    auto sum = (*store)->Read("m", 0, [&](const EventView& v) {
+      if (v.seq == 1) CHECK((*store)->Append("other", std::vector<NewEvent>{Ev("x")}).ok());
+      return true;
+    });
+    REQUIRE(sum.ok());
     auto ev = (*store)->ReadEvents("m", 1);
     REQUIRE(ev.ok());
     REQUIRE(ev->size() == 1);
     CHECK((*ev)[0].payload == "2");
+    CHECK(*(*store)->LastSeq("other") == 1);
+    REQUIRE((*store)->Close().ok());
+    CHECK(std::filesystem::is_empty(dir.path()));
   }
 
   TEST_CASE("Bad input is refused with a clear error and changes nothing") {
