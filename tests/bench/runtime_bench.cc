@@ -1,0 +1,289 @@
+// Session runtime benchmarks. Prints one JSON object per line:
+//   {"metric": NAME, "value": V, "unit": U}
+// with bare-pty baselines measured in the same run. Not part of ctest.
+//
+//   build/tests/bench/runtime_bench [--quick] [--dir DIR] [--bytes N]
+//
+// pty_throughput_mbps: N bytes (default 200 MB) of `head -c N /dev/zero` on a
+//   pty session, from CreateSession until the `closed` event is committed —
+//   every byte persisted in the store. baseline_bare_pty_mbps: the same
+//   program on a bare forkpty, drained by a plain blocking reader.
+// echo_latency_p99_us: one keystroke into an interactive bash (readline
+//   echoes it) from the Input call until its echo is committed and published
+//   on the bus, both on the loop thread. baseline_bare_echo_p99_us: the same
+//   keystroke on a bare pty, write() to read() of the echo.
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dispatch/event_store.h"
+#include "dispatch/session_manager.h"
+
+using namespace dispatch;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+void Emit(const char* metric, double value, const char* unit, const std::string& note = {}) {
+  if (note.empty()) {
+    std::printf("{\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\"}\n", metric, value, unit);
+  } else {
+    std::printf("{\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\", \"note\": \"%s\"}\n",
+                metric, value, unit, note.c_str());
+  }
+  std::fflush(stdout);
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+pid_t Spawn(int* master, const char* prog, std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  struct winsize ws = {24, 80, 0, 0};
+  pid_t pid = forkpty(master, nullptr, nullptr, &ws);
+  if (pid == 0) {
+    execv(prog, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// A plain reader draining a bare pty running `head -c bytes /dev/zero`.
+double BarePtyMbps(int64_t bytes) {
+  int master = -1;
+  auto t0 = Clock::now();
+  pid_t pid = Spawn(&master, "/usr/bin/head",
+                    {"head", "-c", std::to_string(bytes), "/dev/zero"});
+  std::vector<char> buf(256 * 1024);
+  int64_t got = 0;
+  for (;;) {
+    ssize_t n = read(master, buf.data(), buf.size());
+    if (n > 0) {
+      got += n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;  // EIO: the child closed the terminal
+  }
+  auto t1 = Clock::now();
+  close(master);
+  int st;
+  waitpid(pid, &st, 0);
+  if (got != bytes) std::fprintf(stderr, "bare pty: read %lld of %lld bytes\n",
+                                 static_cast<long long>(got), static_cast<long long>(bytes));
+  return static_cast<double>(got) / 1e6 / Seconds(t1 - t0);
+}
+
+// Keystroke → echo on a bare pty running an interactive bash.
+std::vector<double> BareEchoUs(int samples) {
+  int master = -1;
+  pid_t pid = Spawn(&master, "/bin/bash", {"bash", "--norc", "--noprofile", "-i"});
+  std::vector<double> out;
+  char buf[4096];
+  auto drain = [&](int timeout_ms) {
+    struct pollfd p = {master, POLLIN, 0};
+    while (poll(&p, 1, timeout_ms) > 0) {
+      if (read(master, buf, sizeof buf) <= 0) return;
+      timeout_ms = 20;
+    }
+  };
+  drain(300);
+  for (int i = 0; i < samples; ++i) {
+    const char* key = (i % 2 == 0) ? "x" : "\x7f";
+    auto t0 = Clock::now();
+    if (write(master, key, 1) != 1) break;
+    struct pollfd p = {master, POLLIN, 0};
+    if (poll(&p, 1, 2000) <= 0) break;
+    if (read(master, buf, sizeof buf) <= 0) break;
+    out.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    drain(2);
+  }
+  kill(pid, SIGKILL);
+  int st;
+  waitpid(pid, &st, 0);
+  close(master);
+  return out;
+}
+
+struct Bench {
+  std::unique_ptr<EventStore> store;
+  std::unique_ptr<RunSessionManager> mgr;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string closed_run;
+
+  explicit Bench(const std::string& dir) {
+    StoreOptions so;
+    so.path = dir + "/runtime_bench.db";
+    auto s = EventStore::Open(so);
+    if (!s.ok()) {
+      std::fprintf(stderr, "open store: %s\n", s.status().ToString().c_str());
+      std::exit(1);
+    }
+    store = std::move(*s);
+    ManagerOptions mo;
+    mo.store = store.get();
+    mo.workspaces_root = dir;
+    auto m = RunSessionManager::Create(mo);
+    if (!m.ok()) {
+      std::fprintf(stderr, "manager: %s\n", m.status().ToString().c_str());
+      std::exit(1);
+    }
+    mgr = std::move(*m);
+    mgr->Subscribe("system:status/closed", [this](const EventView& e) {
+      std::lock_guard<std::mutex> l(mu);
+      closed_run = std::string(e.run_id);
+      cv.notify_all();
+    });
+  }
+  ~Bench() {
+    mgr.reset();
+    store.reset();
+  }
+
+  double SessionMbps(int64_t bytes) {
+    SessionConfig c;
+    c.options_json = "{\"shell\":\"/usr/bin/head\",\"args\":[\"-c\",\"" + std::to_string(bytes) +
+                     "\",\"/dev/zero\"]}";
+    auto t0 = Clock::now();
+    auto run = mgr->CreateSession(c);
+    if (!run.ok()) {
+      std::fprintf(stderr, "create: %s\n", run.status().ToString().c_str());
+      std::exit(1);
+    }
+    {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return closed_run == *run; });
+    }
+    auto t1 = Clock::now();
+    auto info = store->GetRun(*run);
+    int64_t stored = info.ok() ? info->payload_bytes : 0;
+    auto ms = mgr->Stats();
+    std::fprintf(stderr, "# session: %lld appends, %lld pauses, %.1f s\n",
+                 static_cast<long long>(ms.appends), static_cast<long long>(ms.pauses),
+                 Seconds(t1 - t0));
+    if (stored < bytes) {
+      std::fprintf(stderr, "session: only %lld bytes stored\n", static_cast<long long>(stored));
+    }
+    return static_cast<double>(bytes) / 1e6 / Seconds(t1 - t0);
+  }
+
+  std::vector<double> SessionEchoUs(int samples) {
+    SessionConfig c;
+    c.options_json = R"({"shell":"/bin/bash","args":["--norc","--noprofile","-i"]})";
+    auto run = mgr->CreateSession(c);
+    if (!run.ok()) std::exit(1);
+    std::atomic<int64_t> t_in{0}, t_out{0};
+    std::atomic<bool> waiting{false};
+    auto id = mgr->Subscribe(
+        "pty:stdout",
+        [&](const EventView&) {
+          if (waiting.exchange(false)) {
+            t_out = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        Clock::now().time_since_epoch())
+                        .count();
+          }
+        },
+        *run);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the prompt
+    std::vector<double> out;
+    for (int i = 0; i < samples; ++i) {
+      std::string key = (i % 2 == 0) ? "x" : "\x7f";
+      t_out = 0;
+      (void)mgr->Post([&, key] {
+        waiting = true;
+        t_in = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   Clock::now().time_since_epoch())
+                   .count();
+        (void)mgr->Input(*run, key);  // loop thread: inline
+      });
+      auto deadline = Clock::now() + std::chrono::seconds(2);
+      while (t_out.load() == 0 && Clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+      if (t_out.load() == 0) break;
+      out.push_back(static_cast<double>(t_out.load() - t_in.load()) / 1000.0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // let trailing output pass
+      (void)mgr->WaitIdle(*run);
+    }
+    mgr->bus().Unsubscribe(id);
+    (void)mgr->Close(*run, CloseOptions{0, true});
+    return out;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  int64_t bytes = 200'000'000;
+  std::string dir;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") {
+      quick = true;
+      bytes = 50'000'000;
+    } else if (a == "--dir" && i + 1 < argc) {
+      dir = argv[++i];
+    } else if (a == "--bytes" && i + 1 < argc) {
+      bytes = std::atoll(argv[++i]);
+    }
+  }
+  bool tmp = dir.empty();
+  if (tmp) {
+    char tmpl[] = "/tmp/dispatch-runtime-bench-XXXXXX";
+    if (!mkdtemp(tmpl)) return 1;
+    dir = tmpl;
+  }
+  {
+    Bench b(dir);
+    // Alternate the two so that machine noise hits both alike; report the best.
+    double bare = 0, session = 0;
+    int rounds = quick ? 1 : 2;
+    for (int r = 0; r < rounds; ++r) {
+      bare = std::max(bare, BarePtyMbps(bytes));
+      session = std::max(session, b.SessionMbps(bytes));
+    }
+    std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, best of " +
+                       std::to_string(rounds);
+    Emit("baseline_bare_pty_mbps", bare, "MB/s", note);
+    Emit("pty_throughput_mbps", session, "MB/s", note + ", every byte committed");
+    Emit("pty_throughput_ratio", session / bare, "x");
+
+    int samples = quick ? 200 : 1000;
+    auto bare_echo = BareEchoUs(samples);
+    auto echo = b.SessionEchoUs(samples);
+    Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us",
+         std::to_string(bare_echo.size()) + " keystrokes, bash readline");
+    Emit("echo_latency_p50_us", Percentile(echo, 0.50), "us");
+    Emit("echo_latency_p99_us", Percentile(echo, 0.99), "us",
+         std::to_string(echo.size()) + " keystrokes, input to committed echo");
+  }
+  if (tmp) std::filesystem::remove_all(dir);
+  return 0;
+}
