@@ -44,6 +44,9 @@ inline constexpr size_t kMaxBatchEvents = 100000;
 // Checks a run id: 1–128 bytes of [A-Za-z0-9._:-]. InvalidArgument otherwise.
 DISPATCH_EXPORT Status ValidateRunId(std::string_view run_id);
 
+// True if `name` is a valid channel or type: 1–64 bytes of [A-Za-z0-9._:/-].
+DISPATCH_EXPORT bool IsValidEventName(std::string_view name);
+
 // An event to append.
 struct NewEvent {
   std::string channel;  // e.g. "pty:stdout"; 1–64 bytes of [A-Za-z0-9._:/-]

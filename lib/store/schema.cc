@@ -9,6 +9,7 @@
 #include <string>
 
 #include "store/block_codec.h"
+#include "store/block_table.h"
 
 namespace dispatch::internal {
 namespace {
@@ -81,9 +82,7 @@ void MigrateV1ToV2(SQLite::Database& db) {
   SQLite::Statement ins_run(db,
                             "INSERT INTO runs (run_id, first_seq, last_seq, event_count, "
                             "payload_bytes, created_us, updated_us) VALUES (?,?,?,?,?,?,?)");
-  SQLite::Statement ins_block(db,
-                              "INSERT INTO event_blocks (last_pos, run_pk, first_seq, last_seq, "
-                              "base_ts, max_ts, codec, raw_size, data) VALUES (?,?,?,?,?,?,?,?,?)");
+  SQLite::Statement ins_block(db, kInsertBlockSql);
   std::string body, packed;
   for (const std::string& run_id : run_ids) {
     rows.reset();
@@ -92,13 +91,18 @@ void MigrateV1ToV2(SQLite::Database& db) {
       int64_t first_seq = 0, last_seq = 0, base_ts = 0, prev_ts = 0, max_ts = 0, count = 0;
     } blk;
     int64_t run_first = 0, run_last = 0, count = 0, bytes = 0, created = 0, updated = 0;
-    std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, Codec, size_t, std::string>>
-        blocks;
+    std::vector<std::pair<BlockRow, std::string>> blocks;
     auto flush = [&]() {
       if (blk.count == 0) return;
-      Codec c = CompressBody(body, &packed);
-      blocks.emplace_back(next_pos + blk.count - 1, blk.first_seq, blk.last_seq, blk.base_ts,
-                          blk.max_ts, c, body.size(), packed);
+      BlockRow row;
+      row.codec = CompressBody(body, &packed);
+      row.last_pos = next_pos + blk.count - 1;
+      row.first_seq = blk.first_seq;
+      row.last_seq = blk.last_seq;
+      row.base_ts = blk.base_ts;
+      row.max_ts = blk.max_ts;
+      row.raw_size = static_cast<int64_t>(body.size());
+      blocks.emplace_back(row, packed);
       next_pos += blk.count;
       body.clear();
       blk = Pending{};
@@ -142,18 +146,10 @@ void MigrateV1ToV2(SQLite::Database& db) {
     ins_run.bind(7, updated);
     ins_run.exec();
     int64_t pk = db.getLastInsertRowid();
-    for (auto& [last_pos, first_seq, last_seq, base_ts, max_ts, codec, raw, data] : blocks) {
-      ins_block.reset();
-      ins_block.bind(1, last_pos);
-      ins_block.bind(2, pk);
-      ins_block.bind(3, first_seq);
-      ins_block.bind(4, last_seq);
-      ins_block.bind(5, base_ts);
-      ins_block.bind(6, max_ts);
-      ins_block.bind(7, static_cast<int>(codec));
-      ins_block.bind(8, static_cast<int64_t>(raw));
-      ins_block.bind(9, data.data(), static_cast<int>(data.size()));
-      ins_block.exec();
+    for (auto& [row, data] : blocks) {
+      row.run_pk = pk;
+      row.data = &data;
+      InsertBlock(ins_block, row);
     }
   }
   db.exec(fmt::format("UPDATE store_meta SET value = {} WHERE key = 'next_position'", next_pos));

@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "store/block_codec.h"
+#include "store/block_table.h"
 #include "store/schema.h"
 #include "store/sqlite_catalog.h"
 #include "util/json_check.h"
@@ -32,8 +33,8 @@ struct ReaderConn {
         *db, "SELECT run_pk, first_seq, last_seq FROM runs WHERE run_id = ?");
     blocks = std::make_unique<SQLite::Statement>(
         *db,
-        "SELECT first_seq, last_seq, last_pos, base_ts, codec, raw_size, data FROM event_blocks "
-        "WHERE run_pk = ? AND last_seq > ? ORDER BY last_seq");
+        "SELECT " DISPATCH_BLOCK_COLUMNS " FROM event_blocks WHERE run_pk = ? AND last_seq > ? "
+        "ORDER BY last_seq");
     blocks_all = std::make_unique<SQLite::Statement>(
         *db,
         "SELECT b.first_seq, b.last_seq, b.last_pos, b.base_ts, b.codec, b.raw_size, b.data, "
@@ -62,16 +63,6 @@ struct ReadDepth {
   ~ReadDepth() { --tl_read_depth; }
 };
 
-bool ValidName(std::string_view s) {
-  if (s.empty() || s.size() > kMaxChannelBytes) return false;
-  for (unsigned char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-' || c == '/';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 Status ValidateBatch(std::string_view run_id, std::span<const NewEvent> events) {
   Status s = ValidateRunId(run_id);
   if (!s.ok()) return s;
@@ -83,11 +74,11 @@ Status ValidateBatch(std::string_view run_id, std::span<const NewEvent> events) 
   size_t total = 0;
   for (size_t i = 0; i < events.size(); ++i) {
     const NewEvent& e = events[i];
-    if (!ValidName(e.channel)) {
+    if (!IsValidEventName(e.channel)) {
       return Status::InvalidArgument(fmt::format(
           "event {}: channel must be 1-{} bytes of [A-Za-z0-9._:/-]", i, kMaxChannelBytes));
     }
-    if (!ValidName(e.type)) {
+    if (!IsValidEventName(e.type)) {
       return Status::InvalidArgument(fmt::format(
           "event {}: type must be 1-{} bytes of [A-Za-z0-9._:/-]", i, kMaxChannelBytes));
     }
@@ -479,9 +470,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     SQLite::Statement upd_run(db,
                               "UPDATE runs SET last_seq = ?, event_count = event_count + ?, "
                               "payload_bytes = payload_bytes + ?, updated_us = ? WHERE run_pk = ?");
-    SQLite::Statement ins_block(db,
-                                "INSERT INTO event_blocks (last_pos, run_pk, first_seq, last_seq, "
-                                "base_ts, max_ts, codec, raw_size, data) VALUES (?,?,?,?,?,?,?,?,?)");
+    SQLite::Statement ins_block(db, kInsertBlockSql);
     SQLite::Statement ins_id(db, "INSERT INTO event_ids (run_pk, id, seq) VALUES (?, ?, ?)");
     std::string packed;
     for (const std::string& run_id : order) {
@@ -511,17 +500,17 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
         Codec codec = CompressBody(b.body, &packed);
         int64_t first_pos = next_pos;
         next_pos += b.count;
-        ins_block.reset();
-        ins_block.bind(1, next_pos - 1);
-        ins_block.bind(2, w.pk);
-        ins_block.bind(3, b.first_seq);
-        ins_block.bind(4, b.first_seq + b.count - 1);
-        ins_block.bind(5, b.base_ts);
-        ins_block.bind(6, b.max_ts);
-        ins_block.bind(7, static_cast<int>(codec));
-        ins_block.bind(8, static_cast<int64_t>(b.body.size()));
-        ins_block.bindNoCopy(9, packed.data(), static_cast<int>(packed.size()));
-        ins_block.exec();
+        BlockRow row;
+        row.last_pos = next_pos - 1;
+        row.run_pk = w.pk;
+        row.first_seq = b.first_seq;
+        row.last_seq = b.first_seq + b.count - 1;
+        row.base_ts = b.base_ts;
+        row.max_ts = b.max_ts;
+        row.codec = codec;
+        row.raw_size = static_cast<int64_t>(b.body.size());
+        row.data = &packed;
+        InsertBlock(ins_block, row);
         // Always built (it moves the body, no copy): whether anyone
         // subscribes is only known after the commit (see Publish).
         auto cb = std::make_shared<CommittedBlock>();
@@ -657,6 +646,39 @@ Status VisitBlock(SQLite::Statement& st, std::string* scratch, int64_t* first_se
   if (i != count) return Status::Corruption("block holds fewer events than its header says");
   return Status::Ok();
 }
+// Visits the events of the block rows `st` yields, skipping keys (seq, or
+// position when by_position) <= after, until the visitor stops or `limit`
+// events were visited. The run id comes from column `run_id_column`, or is
+// `run_id` when that is -1.
+Status ScanBlocks(SQLite::Statement& st, std::string* scratch, int64_t after, bool by_position,
+                  std::string& run_id, int run_id_column, const EventVisitor& visit, size_t limit,
+                  ReadSummary* sum) {
+  bool stop = false;
+  while (!stop && st.executeStep()) {
+    if (run_id_column >= 0) run_id = st.getColumn(run_id_column).getString();
+    int64_t bfirst = 0;
+    Status bs = VisitBlock(st, scratch, &bfirst, [&](EventView& v) {
+      int64_t key = by_position ? v.position : v.seq;
+      if (key <= after) return true;
+      v.run_id = run_id;
+      if (!visit(v)) {
+        sum->stopped = true;
+        stop = true;
+      }
+      ++sum->count;
+      sum->last_seq = key;
+      if (static_cast<size_t>(sum->count) >= limit) stop = true;
+      return !stop;
+    });
+    if (!bs.ok()) {
+      st.reset();
+      return Status(bs.code(), fmt::format("run {} near seq {}: {}", run_id, bfirst, bs.message()));
+    }
+  }
+  st.reset();
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<ReadSummary> SqliteEventStore::Read(std::string_view run_id, int64_t after_seq,
@@ -699,28 +721,10 @@ Result<ReadSummary> SqliteEventStore::ReadWith(ReaderConn& conn, std::string_vie
     st.reset();
     st.bind(1, pk);
     st.bind(2, after_seq);
-    bool stop = false;
     std::string rid(run_id);
-    while (!stop && st.executeStep()) {
-      int64_t bfirst = 0;
-      Status bs = VisitBlock(st, &conn.scratch, &bfirst, [&](EventView& v) {
-        if (v.seq <= after_seq) return true;
-        v.run_id = rid;
-        if (!visit(v)) {
-          sum.stopped = true;
-          stop = true;
-        }
-        ++sum.count;
-        sum.last_seq = v.seq;
-        if (static_cast<size_t>(sum.count) >= limit) stop = true;
-        return !stop;
-      });
-      if (!bs.ok()) {
-        st.reset();
-        return Status(bs.code(), fmt::format("run {} near seq {}: {}", run_id, bfirst, bs.message()));
-      }
-    }
-    st.reset();
+    Status bs = ScanBlocks(st, &conn.scratch, after_seq, /*by_position=*/false, rid, -1, visit,
+                           limit, &sum);
+    if (!bs.ok()) return bs;
   } catch (const SQLite::Exception& e) {
     return FromSqlite(e, "read failed");
   }
@@ -745,29 +749,10 @@ Result<ReadSummary> SqliteEventStore::ReadAll(int64_t after_position, const Even
     SQLite::Statement& st = *conn.blocks_all;
     st.reset();
     st.bind(1, after_position);
-    bool stop = false;
     std::string rid;
-    while (!stop && st.executeStep()) {
-      rid = st.getColumn(7).getString();
-      int64_t bfirst = 0;
-      Status bs = VisitBlock(st, &conn.scratch, &bfirst, [&](EventView& v) {
-        if (v.position <= after_position) return true;
-        v.run_id = rid;
-        if (!visit(v)) {
-          sum.stopped = true;
-          stop = true;
-        }
-        ++sum.count;
-        sum.last_seq = v.position;
-        if (static_cast<size_t>(sum.count) >= options.limit) stop = true;
-        return !stop;
-      });
-      if (!bs.ok()) {
-        st.reset();
-        return Status(bs.code(), fmt::format("run {} near seq {}: {}", rid, bfirst, bs.message()));
-      }
-    }
-    st.reset();
+    Status bs = ScanBlocks(st, &conn.scratch, after_position, /*by_position=*/true, rid, 7, visit,
+                           options.limit, &sum);
+    if (!bs.ok()) return bs;
   } catch (const SQLite::Exception& e) {
     return FromSqlite(e, "read failed");
   }
@@ -930,8 +915,8 @@ Result<int64_t> SqliteEventStore::TruncateImpl(SQLite::Database& db, int64_t run
   // Blocks entirely below the cut: count, then delete.
   {
     SQLite::Statement st(db,
-                         "SELECT first_seq, last_seq, last_pos, base_ts, codec, raw_size, data "
-                         "FROM event_blocks WHERE run_pk = ? AND first_seq < ? ORDER BY last_seq");
+                         "SELECT " DISPATCH_BLOCK_COLUMNS
+                         " FROM event_blocks WHERE run_pk = ? AND first_seq < ? ORDER BY last_seq");
     st.bind(1, run_pk);
     st.bind(2, before_seq);
     struct Rewrite {
@@ -1029,8 +1014,8 @@ Result<int64_t> SqliteEventStore::DeleteOlderThan(int64_t ts_us) {
     for (int64_t pk : pks) {
       // The cut is the first event recorded at or after ts_us, in seq order.
       SQLite::Statement st(db,
-                           "SELECT first_seq, last_seq, last_pos, base_ts, codec, raw_size, data, "
-                           "max_ts FROM event_blocks WHERE run_pk = ? ORDER BY last_seq");
+                           "SELECT " DISPATCH_BLOCK_COLUMNS
+                           ", max_ts FROM event_blocks WHERE run_pk = ? ORDER BY last_seq");
       st.bind(1, pk);
       int64_t cut = 0;
       int64_t last_seen = 0;

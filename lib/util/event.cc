@@ -40,6 +40,16 @@ Status ValidateRunId(std::string_view run_id) {
   return Status::Ok();
 }
 
+bool IsValidEventName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxChannelBytes) return false;
+  for (unsigned char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-' || c == '/';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 Event EventView::ToEvent() const {
   return Event{std::string(run_id), seq,  position, ts_us, std::string(channel), std::string(type),
                std::string(payload), encoding, std::string(id)};
