@@ -151,6 +151,10 @@ TEST_SUITE("PtyAdapter") {
     CHECK(StoredOutputBytes(*store, run) == kBytes);
     MESSAGE("RSS at 10%: " << rss_early.load() / 1024 << " KiB, max after: "
                            << rss_max.load() / 1024 << " KiB");
+#if defined(__SANITIZE_ADDRESS__)
+    // ASan's quarantine keeps freed memory resident: RSS says nothing here.
+#else
     CHECK(rss_max.load() - rss_early.load() < 48L * 1024 * 1024);
+#endif
   }
 }
