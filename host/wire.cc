@@ -1,0 +1,310 @@
+// WebSocket wire format: native frames and Socket.IO v4 (see wire.h).
+#include "wire.h"
+
+#include <cstring>
+
+namespace dispatch::host {
+namespace {
+
+using nlohmann::json;
+
+constexpr json::error_handler_t kReplace = json::error_handler_t::replace;
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, kReplace); }
+
+// Rejects documents nested deeper than `max_depth` before nlohmann's
+// recursive parser sees them (a megabyte of '[' would exhaust the stack).
+bool NestingWithin(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+Result<json> ParseJson(std::string_view text) {
+  if (!NestingWithin(text, 64)) return Status::InvalidArgument("JSON nested too deeply");
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::InvalidArgument("malformed JSON");
+  return j;
+}
+
+Status FillMessage(InMessage& m, const json& name, const json* data) {
+  if (!name.is_string() || name.get_ref<const std::string&>().empty())
+    return Status::InvalidArgument("\"event\" must be a non-empty string");
+  m.event = name.get<std::string>();
+  if (m.event.size() > 64) return Status::InvalidArgument("event name too long");
+  if (data != nullptr && !data->is_null()) {
+    if (!data->is_object()) return Status::InvalidArgument("\"data\" must be an object");
+    m.data = *data;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string Base64Encode(std::string_view in) {
+  static const char kA[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.resize(((in.size() + 2) / 3) * 4);
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  size_t n = in.size(), i = 0, o = 0;
+  for (; i + 3 <= n; i += 3) {
+    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8) | p[i + 2];
+    out[o++] = kA[v >> 18];
+    out[o++] = kA[(v >> 12) & 63];
+    out[o++] = kA[(v >> 6) & 63];
+    out[o++] = kA[v & 63];
+  }
+  if (n - i == 1) {
+    uint32_t v = uint32_t{p[i]} << 16;
+    out[o++] = kA[v >> 18];
+    out[o++] = kA[(v >> 12) & 63];
+    out[o++] = '=';
+    out[o++] = '=';
+  } else if (n - i == 2) {
+    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8);
+    out[o++] = kA[v >> 18];
+    out[o++] = kA[(v >> 12) & 63];
+    out[o++] = kA[(v >> 6) & 63];
+    out[o++] = '=';
+  }
+  return out;
+}
+
+std::optional<std::string> Base64Decode(std::string_view in) {
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+  };
+  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  if (in.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  out.reserve(in.size() * 3 / 4);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = val(c);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+json EventToJson(const EventView& e) {
+  json j = json::object();
+  j["runId"] = std::string(e.run_id);
+  j["seq"] = e.seq;
+  j["channel"] = std::string(e.channel);
+  j["type"] = std::string(e.type);
+  switch (e.encoding) {
+    case Encoding::kBytes:
+      j["payload"] = Base64Encode(e.payload);
+      break;
+    case Encoding::kJson: {
+      json p = json::parse(e.payload.begin(), e.payload.end(), nullptr, false);
+      if (p.is_discarded()) {
+        // Never expected (the store validates JSON); degrade to bytes.
+        j["payload"] = Base64Encode(e.payload);
+        j["encoding"] = "bytes";
+        j["timestamp"] = e.ts_us / 1000;
+        return j;
+      }
+      j["payload"] = std::move(p);
+      break;
+    }
+    case Encoding::kText:
+      j["payload"] = std::string(e.payload);
+      break;
+  }
+  j["encoding"] = std::string(EncodingName(e.encoding));
+  j["timestamp"] = e.ts_us / 1000;
+  if (!e.id.empty()) j["id"] = std::string(e.id);
+  return j;
+}
+
+std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e) {
+  auto w = std::make_shared<WireEvent>();
+  w->run_id = std::string(e.run_id);
+  w->seq = e.seq;
+  w->json = Dump(EventToJson(e));
+  w->closes = e.channel == "system:status" && e.type == "closed";
+  return w;
+}
+
+Result<InMessage> ParseNativeFrame(std::string_view text) {
+  Result<json> j = ParseJson(text);
+  if (!j.ok()) return j.status();
+  if (!j->is_object()) return Status::InvalidArgument("a frame must be a JSON object");
+  InMessage m;
+  auto ev = j->find("event");
+  if (ev == j->end()) return Status::InvalidArgument("missing \"event\"");
+  auto data = j->find("data");
+  if (Status s = FillMessage(m, *ev, data == j->end() ? nullptr : &*data); !s.ok()) return s;
+  auto id = j->find("id");
+  if (id != j->end() && !id->is_null()) {
+    if (!id->is_number_integer()) return Status::InvalidArgument("\"id\" must be an integer");
+    m.id = id->get<int64_t>();
+  }
+  return m;
+}
+
+Result<SioFrame> ParseSioFrame(std::string_view text) {
+  SioFrame f;
+  if (text.empty()) return Status::InvalidArgument("empty Engine.IO packet");
+  switch (text[0]) {
+    case '1': f.kind = SioFrame::kClose; return f;
+    case '2': f.kind = SioFrame::kPing; return f;
+    case '3': f.kind = SioFrame::kPong; return f;
+    case '6': f.kind = SioFrame::kNoop; return f;
+    case '4': break;
+    default: f.kind = SioFrame::kUnsupported; return f;
+  }
+  std::string_view p = text.substr(1);
+  if (p.empty()) return Status::InvalidArgument("empty Socket.IO packet");
+  char type = p[0];
+  p.remove_prefix(1);
+  // Namespace: only "/" is served.
+  if (!p.empty() && p[0] == '/') {
+    size_t comma = p.find(',');
+    std::string_view nsp = p.substr(0, comma);
+    if (nsp != "/") return Status::InvalidArgument("unknown namespace");
+    p = comma == std::string_view::npos ? std::string_view() : p.substr(comma + 1);
+  }
+  std::optional<int64_t> id;
+  size_t digits = 0;
+  while (digits < p.size() && p[digits] >= '0' && p[digits] <= '9') ++digits;
+  if (digits > 0) {
+    if (digits > 15) return Status::InvalidArgument("ack id too long");
+    int64_t v = 0;
+    for (size_t i = 0; i < digits; ++i) v = v * 10 + (p[i] - '0');
+    id = v;
+    p.remove_prefix(digits);
+  }
+  switch (type) {
+    case '0': {
+      f.kind = SioFrame::kConnect;
+      if (!p.empty()) {
+        Result<json> j = ParseJson(p);
+        if (!j.ok()) return j.status();
+        f.connect_auth = std::move(*j);
+      }
+      return f;
+    }
+    case '1': f.kind = SioFrame::kDisconnect; return f;
+    case '3': f.kind = SioFrame::kAck; return f;
+    case '2': {
+      Result<json> j = ParseJson(p);
+      if (!j.ok()) return j.status();
+      if (!j->is_array() || j->empty())
+        return Status::InvalidArgument("an event must be a JSON array [name, data]");
+      f.kind = SioFrame::kEvent;
+      const json* data = j->size() >= 2 ? &(*j)[1] : nullptr;
+      if (Status s = FillMessage(f.message, (*j)[0], data); !s.ok()) return s;
+      f.message.id = id;
+      return f;
+    }
+    case '5':
+    case '6':
+      return Status::InvalidArgument("binary Socket.IO packets are not supported; send base64");
+    default:
+      f.kind = SioFrame::kUnsupported;
+      return f;
+  }
+}
+
+std::string EncodeEventRaw(Transport t, std::string_view name, std::string_view data_json) {
+  std::string out;
+  out.reserve(data_json.size() + name.size() + 24);
+  if (t == Transport::kNative) {
+    out += "{\"event\":";
+    out += Dump(json(std::string(name)));
+    out += ",\"data\":";
+    out += data_json;
+    out += '}';
+  } else {
+    out += "42[";
+    out += Dump(json(std::string(name)));
+    out += ',';
+    out += data_json;
+    out += ']';
+  }
+  return out;
+}
+
+std::string EncodeEvent(Transport t, std::string_view name, const json& data) {
+  return EncodeEventRaw(t, name, Dump(data));
+}
+
+std::string EncodeAck(Transport t, int64_t id, const json& data) {
+  if (t == Transport::kNative) {
+    json j = {{"event", "ack"}, {"id", id}, {"data", data}};
+    return Dump(j);
+  }
+  return "43" + std::to_string(id) + "[" + Dump(data) + "]";
+}
+
+std::string EncodeErrorReply(Transport t, int64_t id, std::string_view code,
+                             std::string_view message) {
+  json err = {{"code", std::string(code)}, {"message", std::string(message)}};
+  if (t == Transport::kNative) {
+    json j = {{"event", "error"}, {"id", id}, {"data", err}};
+    return Dump(j);
+  }
+  return "43" + std::to_string(id) + "[" + Dump(json{{"error", err}}) + "]";
+}
+
+std::string EncodeEvents(Transport t, std::string_view run_id,
+                         const std::vector<std::shared_ptr<const WireEvent>>& events) {
+  if (events.size() == 1) return EncodeEventRaw(t, "run:event", events[0]->json);
+  size_t total = 64 + run_id.size();
+  for (const auto& e : events) total += e->json.size() + 1;
+  std::string data;
+  data.reserve(total);
+  data += "{\"runId\":";
+  data += Dump(json(std::string(run_id)));
+  data += ",\"events\":[";
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i) data += ',';
+    data += events[i]->json;
+  }
+  data += "]}";
+  return EncodeEventRaw(t, "run:event:batch", data);
+}
+
+std::string SioOpenPacket(std::string_view sid, int ping_interval_ms, int ping_timeout_ms,
+                          size_t max_payload) {
+  json j = {{"sid", std::string(sid)},
+            {"upgrades", json::array()},
+            {"pingInterval", ping_interval_ms},
+            {"pingTimeout", ping_timeout_ms},
+            {"maxPayload", max_payload}};
+  return "0" + Dump(j);
+}
+
+}  // namespace dispatch::host
