@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "log.h"
 #include "paths.h"
 
 extern char** environ;

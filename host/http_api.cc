@@ -182,7 +182,7 @@ HttpResponse Server::ApiSessions(HttpRequest& req, const std::vector<std::string
         json j = SessionJson(s);
         auto it = runs.find(s.run_id);
         j["lastSeq"] = it == runs.end() ? 0 : it->second.last_seq;
-        j["live"] = manager_->GetSession(s.run_id).ok();
+        j["live"] = manager_ && manager_->GetSession(s.run_id).ok();
         out.push_back(std::move(j));
       }
       return Json(200, json{{"sessions", out}});
@@ -216,6 +216,7 @@ HttpResponse Server::ApiSessions(HttpRequest& req, const std::vector<std::string
         cfg.run_id = *r;
         if (Status s = ValidateRunId(cfg.run_id); !s.ok()) return FromStatus(s);
       }
+      if (!manager_) return Error(503, "unavailable", "no session runtime");
       Result<std::string> run = manager_->CreateSession(cfg);
       if (!run.ok()) {
         LogWarn("create session ({}) failed: {}", cfg.kind, run.status().ToString());
@@ -235,10 +236,11 @@ HttpResponse Server::ApiSessions(HttpRequest& req, const std::vector<std::string
       json j = SessionJson(*rec);
       Result<int64_t> last = store_->LastSeq(run);
       j["lastSeq"] = last.ok() ? *last : 0;
-      j["live"] = manager_->GetSession(run).ok();
+      j["live"] = manager_ && manager_->GetSession(run).ok();
       return Json(200, j);
     }
     if (m == "DELETE") {
+      if (!manager_) return Error(503, "unavailable", "no session runtime");
       bool live = manager_->GetSession(run).ok();
       bool recorded = store_->catalog().GetSession(run).ok();
       if (!live && !recorded) return Error(404, "not_found", "no such session");
@@ -458,10 +460,12 @@ HttpResponse Server::HealthStatus() {
   store["bytesAppended"] = st.bytes_appended;
   store["groupCommits"] = st.group_commits;
   store["subscribers"] = st.subscribers;
-  ManagerStats ms = manager_->Stats();
+  ManagerStats ms = manager_ ? manager_->Stats() : ManagerStats{};
   json sessions = {{"live", ms.live_sessions}, {"created", ms.sessions_created}};
   json by_kind = json::object();
-  for (const SessionInfo& s : manager_->ListSessions()) {
+  std::vector<SessionInfo> live;
+  if (manager_) live = manager_->ListSessions();
+  for (const SessionInfo& s : live) {
     by_kind[s.kind] = by_kind.value(s.kind, 0) + 1;
   }
   sessions["liveByKind"] = by_kind;
@@ -493,7 +497,7 @@ HttpResponse Server::MetricsText() {
   }
   for (const auto& [k, n] : counts)
     line(fmt::format("dispatch_sessions{{kind=\"{}\",state=\"{}\"}} {}", k.first, k.second, n));
-  ManagerStats ms = manager_->Stats();
+  ManagerStats ms = manager_ ? manager_->Stats() : ManagerStats{};
   metric("dispatch_live_sessions", "gauge", "Sessions running in this host.");
   line(fmt::format("dispatch_live_sessions {}", ms.live_sessions));
   metric("dispatch_session_pending_bytes", "gauge", "Session output not yet committed and delivered.");

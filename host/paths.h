@@ -1,7 +1,7 @@
-// Workspace path confinement (DESIGN §6): a requested path is resolved with
-// realpath (symlinks included) and must lie inside the workspaces root,
-// compared by path component, never by string prefix ("/root-evil" is not
-// inside "/root").
+// Workspace path confinement for the host (DESIGN §6), on top of the
+// library's util/path_confine: a requested workspace is resolved with
+// realpath (symlinks included), must lie inside the workspaces root
+// (compared by path component) and must be a directory.
 //
 // Thread-safety: pure functions (they read the file system).
 #ifndef DISPATCH_HOST_PATHS_H_
@@ -14,18 +14,13 @@
 
 namespace dispatch::host {
 
-// realpath(dir), which must exist and be a directory. InvalidArgument or
-// NotFound otherwise.
+// realpath(dir), which must exist and be a directory. NotFound or
+// InvalidArgument otherwise.
 Result<std::string> ResolveExistingDir(const std::string& dir);
 
-// True if `path` equals `root` or lies below it, both absolute and
-// normalised; compared component by component.
-bool IsWithin(std::string_view root, std::string_view path);
-
-// Resolves `requested` (absolute, or relative to `root`; must exist and be a
-// directory) and checks that it lies inside `root` (already resolved).
-// InvalidArgument ("outside the workspaces root", NUL bytes, not a directory)
-// or NotFound.
+// Resolves `requested` (absolute, or relative to `root`) to an existing
+// directory inside `root`. InvalidArgument ("outside the workspaces root",
+// NUL bytes, not a directory) or NotFound.
 Result<std::string> ConfineWorkspacePath(const std::string& root, std::string_view requested);
 
 }  // namespace dispatch::host

@@ -12,6 +12,8 @@
 #include "dispatch/version.h"
 #include "log.h"
 
+#include <fmt/format.h>
+
 namespace dispatch::host {
 namespace {
 
@@ -247,29 +249,34 @@ int Server::OnCallback(lws* wsi, int reason, void* user, void* in, size_t len) {
 int Server::WriteImmediateResponse(lws* wsi, int status, std::string_view code,
                                    std::string_view msg,
                                    const std::vector<std::pair<std::string, std::string>>& headers) {
+  // Written raw (HTTP/1.1, connection: close) because it is also used while
+  // lws is in the middle of an upgrade, where its own header helpers answer
+  // with an HTTP/1.0 status line that WebSocket clients reject.
   metrics_.http_by_status[status]++;
   std::string body = json{{"error", std::string(msg)}, {"code", std::string(code)}}.dump(
       -1, ' ', false, json::error_handler_t::replace);
-  unsigned char buf[LWS_PRE + 2048];
-  unsigned char* start = buf + LWS_PRE;
-  unsigned char* p = start;
-  unsigned char* end = buf + sizeof buf - 1;
-  if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(status), "application/json",
-                                  body.size(), &p, end))
-    return -1;
+  const char* reason = status == 400   ? "Bad Request"
+                       : status == 401 ? "Unauthorized"
+                       : status == 403 ? "Forbidden"
+                       : status == 404 ? "Not Found"
+                       : status == 411 ? "Length Required"
+                       : status == 413 ? "Payload Too Large"
+                       : status == 429 ? "Too Many Requests"
+                       : status == 503 ? "Service Unavailable"
+                                       : "Error";
+  std::string out = fmt::format(
+      "HTTP/1.1 {} {}\r\nserver: dispatch-host\r\ncontent-type: application/json\r\n"
+      "content-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n",
+      status, reason, body.size());
   for (const auto& [k, v] : headers) {
-    std::string name = k + ":";
-    if (lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(name.c_str()),
-                                    reinterpret_cast<const unsigned char*>(v.data()),
-                                    static_cast<int>(v.size()), &p, end))
-      return -1;
+    if (k == "connection") continue;
+    out += k + ": " + v + "\r\n";
   }
-  if (lws_finalize_write_http_header(wsi, start, &p, end)) return -1;
-  std::vector<unsigned char> out(LWS_PRE + body.size());
-  std::memcpy(out.data() + LWS_PRE, body.data(), body.size());
-  if (lws_write(wsi, out.data() + LWS_PRE, body.size(), LWS_WRITE_HTTP_FINAL) !=
-      static_cast<int>(body.size()))
-    return -1;
+  out += "\r\n";
+  out += body;
+  std::vector<unsigned char> buf(LWS_PRE + out.size());
+  std::memcpy(buf.data() + LWS_PRE, out.data(), out.size());
+  if (lws_write(wsi, buf.data() + LWS_PRE, out.size(), LWS_WRITE_HTTP) < 0) return -1;
   return 1;
 }
 
@@ -797,6 +804,7 @@ void Server::HandleMessage(WsClient* c, InMessage& m) {
       return;
     }
     size_t n = bytes.size();
+    if (!manager_) return ReplyError(c, m.id, "unavailable", "no session runtime", run);
     Status s = manager_->Input(run, std::move(bytes), encoding);
     if (!s.ok()) {
       ReplyStatus(c, m.id, s, run);
@@ -812,6 +820,7 @@ void Server::HandleMessage(WsClient* c, InMessage& m) {
       ReplyError(c, m.id, "invalid_argument", "cols and rows must be integers in [1, 10000]", run);
       return;
     }
+    if (!manager_) return ReplyError(c, m.id, "unavailable", "no session runtime", run);
     Status s = manager_->Resize(run, cols->get<int>(), rows->get<int>());
     if (!s.ok()) {
       ReplyStatus(c, m.id, s, run);
@@ -820,6 +829,7 @@ void Server::HandleMessage(WsClient* c, InMessage& m) {
     Reply(c, m.id, json{{"runId", run}, {"cols", *cols}, {"rows", *rows}});
   } else if (ev == "run:close") {
     if (!run_of(&run) || !may_control(run)) return;
+    if (!manager_) return ReplyError(c, m.id, "unavailable", "no session runtime", run);
     Status s = manager_->Close(run);
     if (!s.ok()) {
       ReplyStatus(c, m.id, s, run);
@@ -841,11 +851,13 @@ Feed* Server::GetOrCreateFeed(const std::string& run_id, Status* error) {
   // Subscribe first, then read the committed high-water mark: events the
   // bus publishes later with seq <= mark are ignored, later ones are live
   // (publication happens on this thread, so nothing slips in between).
-  feed->bus_sub = manager_->Subscribe(
-      "*", [this, run_id](const EventView& e) { OnBusEvent(run_id, e); }, run_id);
+  if (manager_) {
+    feed->bus_sub = manager_->Subscribe(
+        "*", [this, run_id](const EventView& e) { OnBusEvent(run_id, e); }, run_id);
+  }
   Result<int64_t> last = store_->LastSeq(run_id);
   if (!last.ok()) {
-    manager_->bus().Unsubscribe(feed->bus_sub);
+    if (manager_) manager_->bus().Unsubscribe(feed->bus_sub);
     *error = last.status();
     return nullptr;
   }
@@ -858,7 +870,7 @@ Feed* Server::GetOrCreateFeed(const std::string& run_id, Status* error) {
 void Server::MaybeDropFeed(const std::string& run_id) {
   auto it = feeds_.find(run_id);
   if (it == feeds_.end() || !it->second->atts.empty()) return;
-  manager_->bus().Unsubscribe(it->second->bus_sub);
+  if (manager_) manager_->bus().Unsubscribe(it->second->bus_sub);
   feeds_.erase(it);
 }
 
@@ -891,7 +903,8 @@ void Server::Attach(WsClient* c, const InMessage& m) {
     viewer = *role == "viewer";
   }
   // The run must exist: a session record, a live session, or stored events.
-  bool known = manager_->GetSession(run).ok() || store_->catalog().GetSession(run).ok();
+  bool known = (manager_ && manager_->GetSession(run).ok()) ||
+               store_->catalog().GetSession(run).ok();
   if (!known) {
     Result<RunInfo> info = store_->GetRun(run);
     known = info.ok();
@@ -1160,7 +1173,9 @@ void Server::BeginShutdown(const char* why) {
     SendEvent(c.get(), "error",
               json{{"code", "shutting_down"}, {"message", "the server is shutting down"}});
   }
-  for (const SessionInfo& s : manager_->ListSessions()) {
+  std::vector<SessionInfo> live;
+  if (manager_) live = manager_->ListSessions();
+  for (const SessionInfo& s : live) {
     if (s.closing) continue;
     Status st = manager_->Close(s.run_id);
     if (!st.ok()) LogWarn("close {}: {}", s.run_id, st.ToString());
@@ -1171,7 +1186,8 @@ void Server::BeginShutdown(const char* why) {
 void Server::ShutdownStep() {
   int64_t elapsed = NowMs() - drain_started_ms_;
   if (phase_ == Phase::kDraining) {
-    bool sessions_done = manager_->ListSessions().empty() && manager_->Stats().pending_bytes == 0;
+    bool sessions_done =
+        !manager_ || (manager_->ListSessions().empty() && manager_->Stats().pending_bytes == 0);
     bool clients_flushed = true;
     for (auto& [wsi, c] : clients_) {
       bool reading = false;
@@ -1189,7 +1205,8 @@ void Server::ShutdownStep() {
   if (phase_ == Phase::kClosing) {
     if (!clients_.empty() && NowMs() - drain_started_ms_ < 1000) return;
     phase_ = Phase::kDone;
-    for (auto& [run, feed] : feeds_) manager_->bus().Unsubscribe(feed->bus_sub);
+    if (manager_)
+      for (auto& [run, feed] : feeds_) manager_->bus().Unsubscribe(feed->bus_sub);
     feeds_.clear();
     if (handles_open_) {
       handles_open_ = false;
@@ -1201,6 +1218,7 @@ void Server::ShutdownStep() {
       uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
     }
     if (on_stopped) on_stopped();
+    manager_ = nullptr;
     if (ctx_) lws_context_destroy(ctx_);
   }
 }
