@@ -81,13 +81,13 @@ int RunServe(int argc, char** argv) {
       LogError("session {}: {}", run_id, error.ToString());
     };
     Result<std::unique_ptr<RunSessionManager>> made = RunSessionManager::Create(mo);
-    std::unique_ptr<RunSessionManager> manager;
     if (!made.ok()) {
-      // TODO(host): fatal once the runtime lands; until then serve without sessions.
       LogError("cannot start the session manager: {}", made.status().ToString());
-    } else {
-      manager = std::move(*made);
+      uv_run(&loop, UV_RUN_DEFAULT);
+      uv_loop_close(&loop);
+      return 1;
     }
+    std::unique_ptr<RunSessionManager> manager = std::move(*made);
     Server server(config, &loop, store.get(), manager.get());
     server.on_stopped = [&manager] { manager.reset(); };
     if (Status s = server.Start(); !s.ok()) {

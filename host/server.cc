@@ -194,6 +194,11 @@ void Server::Tick() {
       SendText(c.get(), "2", true);
     }
   }
+  // lws can swallow a writable request made while it was still flushing a
+  // partly sent frame; re-arm for every client that has something queued.
+  for (auto& [wsi, c] : clients_) {
+    if (!c->queue.empty() || c->close_after_flush) lws_callback_on_writable(wsi);
+  }
   if (phase_ == Phase::kDraining || phase_ == Phase::kClosing) ShutdownStep();
 }
 
@@ -653,42 +658,49 @@ int Server::OnWsWriteable(lws* wsi) {
   auto it = clients_.find(wsi);
   if (it == clients_.end()) return -1;
   WsClient* c = it->second.get();
-  if (c->queue.empty()) {
-    if (c->close_after_flush) {
-      lws_close_reason(wsi, static_cast<lws_close_status>(c->close_code), nullptr, 0);
-      return -1;
+  // Several frames per callback while the socket takes them; once it is
+  // choked, wait for the next writable callback.
+  for (int frames = 0; frames < 16; ++frames) {
+    if (c->queue.empty()) {
+      if (c->close_after_flush) {
+        lws_close_reason(wsi, static_cast<lws_close_status>(c->close_code), nullptr, 0);
+        return -1;
+      }
+      return 0;
     }
-    return 0;
-  }
-  std::string frame;
-  OutItem& head = c->queue.front();
-  if (!head.event) {
-    frame = std::move(head.text);
-    c->queued_bytes -= std::min(c->queued_bytes, head.cost());
-    c->queue.pop_front();
-  } else {
-    std::vector<std::shared_ptr<const WireEvent>> batch;
-    std::string run = head.event->run_id;
-    size_t bytes = 0;
-    while (!c->queue.empty() && c->queue.front().event && c->queue.front().event->run_id == run &&
-           batch.size() < kBatchEvents && (batch.empty() || bytes < kBatchBytes)) {
-      OutItem& f = c->queue.front();
-      bytes += f.event->json.size();
-      c->queued_bytes -= std::min(c->queued_bytes, f.cost());
-      batch.push_back(std::move(f.event));
+    if (lws_send_pipe_choked(wsi)) break;
+    std::string frame;
+    OutItem& head = c->queue.front();
+    if (!head.event) {
+      frame = std::move(head.text);
+      c->queued_bytes -= std::min(c->queued_bytes, head.cost());
       c->queue.pop_front();
+    } else {
+      std::vector<std::shared_ptr<const WireEvent>> batch;
+      std::string run = head.event->run_id;
+      size_t bytes = 0;
+      while (!c->queue.empty() && c->queue.front().event &&
+             c->queue.front().event->run_id == run && batch.size() < kBatchEvents &&
+             (batch.empty() || bytes < kBatchBytes)) {
+        OutItem& f = c->queue.front();
+        bytes += f.event->json.size();
+        c->queued_bytes -= std::min(c->queued_bytes, f.cost());
+        batch.push_back(std::move(f.event));
+        c->queue.pop_front();
+      }
+      metrics_.ws_events_out += static_cast<int64_t>(batch.size());
+      frame = EncodeEvents(c->transport, run, batch);
     }
-    metrics_.ws_events_out += static_cast<int64_t>(batch.size());
-    frame = EncodeEvents(c->transport, run, batch);
+    // lws needs LWS_PRE bytes of headroom in front of the payload.
+    write_buf_.resize(LWS_PRE + frame.size());
+    std::memcpy(write_buf_.data() + LWS_PRE, frame.data(), frame.size());
+    int n = lws_write(wsi, write_buf_.data() + LWS_PRE, frame.size(), LWS_WRITE_TEXT);
+    if (n < 0) return -1;
+    metrics_.ws_frames_out++;
+    metrics_.ws_bytes_out += static_cast<int64_t>(frame.size());
+    if (c->queued_bytes < config_.client_queue_bytes / 4) OnClientDrained(c);
   }
-  // lws needs LWS_PRE bytes of headroom in front of the payload.
-  std::vector<unsigned char> buf(LWS_PRE + frame.size());
-  std::memcpy(buf.data() + LWS_PRE, frame.data(), frame.size());
-  int n = lws_write(wsi, buf.data() + LWS_PRE, frame.size(), LWS_WRITE_TEXT);
-  if (n < 0) return -1;
-  metrics_.ws_frames_out++;
-  metrics_.ws_bytes_out += static_cast<int64_t>(frame.size());
-  if (c->queued_bytes < config_.client_queue_bytes / 4) OnClientDrained(c);
+  if (write_buf_.capacity() > (size_t{4} << 20)) std::vector<unsigned char>().swap(write_buf_);
   if (!c->queue.empty() || c->close_after_flush) lws_callback_on_writable(wsi);
   return 0;
 }

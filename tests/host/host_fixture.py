@@ -109,10 +109,6 @@ class Host:
         if workspace is not None:
             body["workspace"] = workspace
         status, value, _ = self.request("POST", "/api/sessions", body)
-        if status == 503 and value.get("code") == "unavailable":
-            # TEMPORARY until the session runtime lands on main.
-            import pytest
-            pytest.skip("session runtime not available yet")
         assert status == 201, (status, value, self.log())
         return value["runId"]
 
