@@ -1,0 +1,564 @@
+// dispatch-host benchmarks. Starts the real dispatch-host (a temp data dir,
+// 127.0.0.1) and drives it with a minimal blocking WebSocket client written
+// here, so the client costs little next to the server. Prints one JSON
+// object per line: {"metric": NAME, "value": V, "unit": U, "note": …}.
+//
+//   build/tests/bench/host_bench [--quick] [--host-bin PATH] [--bytes N]
+//
+// ws_echo_latency_p50_us / _p99_us: 1,000 keystrokes into an interactive bash
+//   (readline echoes each), from sending run:input to receiving the run:event
+//   carrying the echo; the host sends an event only after the store has
+//   committed it. baseline_bare_echo_p50_us / _p99_us: the same keystrokes on
+//   a bare pty (write → read).
+// ws_output_mbps: N bytes (default 200 MB) of `head -c N /dev/zero` on a pty
+//   session, attached from seq 0, from POST /api/sessions until the session's
+//   closed event arrives — every byte committed to the store before it is
+//   sent. baseline_bare_pty_mbps: the same program on a bare forkpty.
+// ws_fanout_100_clients_mbps: one session writing N/10 bytes with 100
+//   clients attached; total payload bytes delivered to all clients / time.
+// host_rss_per_idle_session_kb: growth of the host's RSS per idle shell
+//   session (50 sessions, each with one attached client).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+namespace {
+
+const char* kKey = "bench-key-0123456789abcdef";
+
+void Emit(const char* metric, double value, const char* unit, const std::string& note = "") {
+  json j = {{"metric", metric}, {"value", std::round(value * 100) / 100}, {"unit", unit}};
+  if (!note.empty()) j["note"] = note;
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double Micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * static_cast<double>(v.size()));
+  return v[std::min(i, v.size() - 1)];
+}
+
+[[noreturn]] void Die(const std::string& why) {
+  std::fprintf(stderr, "host_bench: %s\n", why.c_str());
+  std::exit(1);
+}
+
+// ------------------------------------------------------------------ the host
+
+struct Host {
+  pid_t pid = -1;
+  int port = 0;
+  std::string dir;
+
+  void Start(const std::string& bin) {
+    char tmpl[] = "/tmp/dispatch-host-bench-XXXXXX";
+    if (!mkdtemp(tmpl)) Die("mkdtemp");
+    dir = tmpl;
+    std::filesystem::create_directories(dir + "/root");
+    int out[2];
+    if (pipe(out) != 0) Die("pipe");
+    pid = fork();
+    if (pid == 0) {
+      dup2(out[1], 1);
+      close(out[0]);
+      int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, 2);
+      std::string data = dir + "/data", root = dir + "/root";
+      execl(bin.c_str(), bin.c_str(), "serve", "--listen", "127.0.0.1:0", "--data", data.c_str(),
+            "--key", kKey, "--workspaces-root", root.c_str(), "--log-level", "warn",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out[1]);
+    std::string text;
+    char buf[512];
+    while (port == 0) {
+      ssize_t n = read(out[0], buf, sizeof buf);
+      if (n <= 0) Die("dispatch-host did not start (" + bin + ")");
+      text.append(buf, static_cast<size_t>(n));
+      size_t p = text.find("listening on http://127.0.0.1:");
+      if (p != std::string::npos) {
+        size_t e = text.find('\n', p);
+        if (e != std::string::npos) port = std::atoi(text.c_str() + p + 30);
+      }
+    }
+    close(out[0]);
+  }
+
+  void Stop() {
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      int st;
+      waitpid(pid, &st, 0);
+      pid = -1;
+    }
+    std::filesystem::remove_all(dir);
+  }
+
+  long RssKb() const {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+    return -1;
+  }
+};
+
+int Connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) Die("connect");
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void WriteAll(int fd, std::string_view s) {
+  while (!s.empty()) {
+    ssize_t n = write(fd, s.data(), s.size());
+    if (n <= 0) Die("write");
+    s.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+// One HTTP/1.1 request; returns the body (Connection: close).
+std::string Http(int port, const std::string& method, const std::string& path,
+                 const std::string& body) {
+  int fd = Connect(port);
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                    kKey + "\r\nContent-Type: application/json\r\nConnection: close\r\n" +
+                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  WriteAll(fd, req);
+  std::string resp;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    resp.append(buf, static_cast<size_t>(n));
+    size_t h = resp.find("\r\n\r\n");
+    if (h != std::string::npos) {
+      size_t cl = resp.find("content-length: ");
+      if (cl != std::string::npos && cl < h &&
+          resp.size() >= h + 4 + std::strtoul(resp.c_str() + cl + 16, nullptr, 10))
+        break;
+    }
+  }
+  close(fd);
+  size_t h = resp.find("\r\n\r\n");
+  return h == std::string::npos ? std::string() : resp.substr(h + 4);
+}
+
+std::string CreateSession(int port, const json& options) {
+  json body = {{"kind", "pty"}, {"options", options}};
+  std::string r = Http(port, "POST", "/api/sessions", body.dump());
+  json j = json::parse(r, nullptr, false);
+  if (j.is_discarded() || !j.contains("runId")) Die("create session: " + r);
+  return j["runId"];
+}
+
+// ------------------------------------------------------------------ a WebSocket client
+
+struct Ws {
+  int fd = -1;
+  std::string in;     // bytes received, not yet parsed
+  std::string frame;  // message being assembled
+
+  void Open(int port) {
+    fd = Connect(port);
+    WriteAll(fd, "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Authorization: Bearer " + std::string(kKey) + "\r\n\r\n");
+    char buf[4096];
+    while (in.find("\r\n\r\n") == std::string::npos) {
+      ssize_t n = read(fd, buf, sizeof buf);
+      if (n <= 0) Die("ws handshake");
+      in.append(buf, static_cast<size_t>(n));
+    }
+    if (in.rfind("HTTP/1.1 101", 0) != 0) Die("ws handshake refused: " + in.substr(0, 40));
+    in.erase(0, in.find("\r\n\r\n") + 4);
+  }
+
+  void Send(const json& msg) {
+    std::string p = msg.dump();
+    std::string f;
+    f += static_cast<char>(0x81);
+    if (p.size() < 126) {
+      f += static_cast<char>(0x80 | p.size());
+    } else if (p.size() < 65536) {
+      f += static_cast<char>(0x80 | 126);
+      f += static_cast<char>(p.size() >> 8);
+      f += static_cast<char>(p.size() & 0xff);
+    } else {
+      f += static_cast<char>(0x80 | 127);
+      for (int i = 7; i >= 0; --i) f += static_cast<char>((p.size() >> (8 * i)) & 0xff);
+    }
+    const unsigned char mask[4] = {1, 2, 3, 4};
+    f.append(reinterpret_cast<const char*>(mask), 4);
+    for (size_t i = 0; i < p.size(); ++i) f += static_cast<char>(p[i] ^ mask[i % 4]);
+    WriteAll(fd, f);
+  }
+
+  // Parses one complete message out of `in` if there is one.
+  bool Parse(std::string* msg) {
+    for (;;) {
+      if (in.size() < 2) return false;
+      auto b = reinterpret_cast<const unsigned char*>(in.data());
+      bool fin = b[0] & 0x80;
+      int op = b[0] & 0x0f;
+      uint64_t len = b[1] & 0x7f;
+      size_t off = 2;
+      if (len == 126) {
+        if (in.size() < 4) return false;
+        len = (uint64_t{b[2]} << 8) | b[3];
+        off = 4;
+      } else if (len == 127) {
+        if (in.size() < 10) return false;
+        len = 0;
+        for (int i = 0; i < 8; ++i) len = (len << 8) | b[2 + i];
+        off = 10;
+      }
+      if (in.size() < off + len) return false;
+      if (op == 0x8) Die("server closed the connection");
+      if (op == 0x1 || op == 0x0) frame.append(in, off, len);
+      in.erase(0, off + len);
+      if ((op == 0x1 || op == 0x0) && fin) {
+        *msg = std::move(frame);
+        frame.clear();
+        return true;
+      }
+    }
+  }
+
+  // Next message, or false after `timeout_ms`.
+  bool Recv(std::string* msg, int timeout_ms = 10000) {
+    char buf[256 * 1024];
+    while (!Parse(msg)) {
+      pollfd p = {fd, POLLIN, 0};
+      if (poll(&p, 1, timeout_ms) <= 0) return false;
+      ssize_t n = read(fd, buf, sizeof buf);
+      if (n <= 0) Die("ws read");
+      in.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  void Close() {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+};
+
+// Light scan of a run:event / run:event:batch frame from dispatch-host
+// (keys are sorted, payloads of pty output are base64 strings): adds the
+// decoded size of every string payload, notes a `closed` event.
+void ScanEvents(const std::string& msg, int64_t* bytes, bool* closed) {
+  size_t pos = 0;
+  static const std::string kPayload = "\"payload\":\"";
+  while ((pos = msg.find(kPayload, pos)) != std::string::npos) {
+    pos += kPayload.size();
+    size_t end = msg.find('"', pos);
+    if (end == std::string::npos) break;
+    size_t n = end - pos;
+    int64_t pad = (n >= 1 && msg[end - 1] == '=') + (n >= 2 && msg[end - 2] == '=');
+    *bytes += static_cast<int64_t>(n / 4 * 3) - pad;
+    pos = end;
+  }
+  if (msg.find("\"type\":\"closed\"") != std::string::npos) *closed = true;
+}
+
+void Hello(Ws& ws) {
+  ws.Send({{"event", "client:hello"}, {"data", {{"clientId", "bench"}}}, {"id", 1}});
+  std::string m;
+  if (!ws.Recv(&m)) Die("hello");
+}
+
+void Attach(Ws& ws, const std::string& run, int64_t after = 0) {
+  ws.Send({{"event", "run:attach"}, {"data", {{"runId", run}, {"afterSeq", after}}}, {"id", 2}});
+}
+
+// ------------------------------------------------------------------ baselines
+
+pid_t Spawn(int* master, const char* prog, std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  struct winsize wsz = {24, 80, 0, 0};
+  pid_t pid = forkpty(master, nullptr, nullptr, &wsz);
+  if (pid == 0) {
+    execv(prog, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+double BarePtyMbps(int64_t bytes) {
+  int master = -1;
+  auto t0 = Clock::now();
+  pid_t pid = Spawn(&master, "/usr/bin/head", {"head", "-c", std::to_string(bytes), "/dev/zero"});
+  std::vector<char> buf(256 * 1024);
+  int64_t got = 0;
+  for (;;) {
+    ssize_t n = read(master, buf.data(), buf.size());
+    if (n > 0) {
+      got += n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  double s = Seconds(Clock::now() - t0);
+  close(master);
+  int st;
+  waitpid(pid, &st, 0);
+  return static_cast<double>(got) / 1e6 / s;
+}
+
+std::vector<double> BareEchoUs(int samples) {
+  int master = -1;
+  pid_t pid = Spawn(&master, "/bin/bash", {"bash", "--norc", "--noprofile", "-i"});
+  std::vector<double> out;
+  char buf[4096];
+  auto drain = [&](int timeout_ms) {
+    pollfd p = {master, POLLIN, 0};
+    while (poll(&p, 1, timeout_ms) > 0) {
+      if (read(master, buf, sizeof buf) <= 0) return;
+      timeout_ms = 20;
+    }
+  };
+  drain(300);
+  for (int i = 0; i < samples; ++i) {
+    const char* key = (i % 2 == 0) ? "x" : "\x7f";
+    auto t0 = Clock::now();
+    if (write(master, key, 1) != 1) break;
+    pollfd p = {master, POLLIN, 0};
+    if (poll(&p, 1, 2000) <= 0) break;
+    if (read(master, buf, sizeof buf) <= 0) break;
+    out.push_back(Micros(Clock::now() - t0));
+    drain(2);
+  }
+  kill(pid, SIGKILL);
+  int st;
+  waitpid(pid, &st, 0);
+  close(master);
+  return out;
+}
+
+// ------------------------------------------------------------------ host benchmarks
+
+std::vector<double> WsEchoUs(int port, int samples) {
+  std::string run = CreateSession(
+      port, {{"shell", "/bin/bash"}, {"args", {"--norc", "--noprofile", "-i"}}});
+  Ws ws;
+  ws.Open(port);
+  Hello(ws);
+  Attach(ws, run);
+  std::string m;
+  // Let the prompt and the backlog pass.
+  auto settle = Clock::now() + std::chrono::milliseconds(500);
+  while (Clock::now() < settle) ws.Recv(&m, 50);
+  std::vector<double> out;
+  for (int i = 0; i < samples; ++i) {
+    std::string key = (i % 2 == 0) ? "x" : "\x7f";
+    auto t0 = Clock::now();
+    ws.Send({{"event", "run:input"}, {"data", {{"runId", run}, {"data", key}}}});
+    bool got = false;
+    while (!got) {
+      if (!ws.Recv(&m, 2000)) Die("no echo");
+      if ((m.rfind("{\"event\":\"run:event", 0) == 0) &&
+          m.find("\"channel\":\"pty:stdout\"") != std::string::npos)
+        got = true;
+    }
+    out.push_back(Micros(Clock::now() - t0));
+    // Trailing output of this keystroke (if any) is drained here.
+    while (ws.Recv(&m, 2)) {
+    }
+  }
+  ws.Close();
+  Http(port, "DELETE", "/api/sessions/" + run, "");
+  return out;
+}
+
+double WsOutputMbps(int port, int64_t bytes) {
+  auto t0 = Clock::now();
+  std::string run = CreateSession(
+      port, {{"shell", "/usr/bin/head"}, {"args", {"-c", std::to_string(bytes), "/dev/zero"}}});
+  Ws ws;
+  ws.Open(port);
+  Hello(ws);
+  Attach(ws, run);
+  int64_t got = 0;
+  bool closed = false;
+  std::string m;
+  while (!closed) {
+    if (!ws.Recv(&m, 20000)) Die("output stalled at " + std::to_string(got));
+    if (m.rfind("{\"event\":\"run:event", 0) == 0) ScanEvents(m, &got, &closed);
+  }
+  double s = Seconds(Clock::now() - t0);
+  ws.Close();
+  if (got < bytes) std::fprintf(stderr, "ws output: got %lld of %lld bytes\n",
+                                static_cast<long long>(got), static_cast<long long>(bytes));
+  return static_cast<double>(got) / 1e6 / s;
+}
+
+double FanoutMbps(int port, int clients, int64_t bytes) {
+  std::string cmd = "sleep 1.5; head -c " + std::to_string(bytes) + " /dev/zero";
+  std::string run = CreateSession(port, {{"shell", "/bin/sh"}, {"args", {"-c", cmd}}});
+  std::vector<Ws> ws(static_cast<size_t>(clients));
+  for (auto& w : ws) {
+    w.Open(port);
+    Hello(w);
+    Attach(w, run);
+  }
+  std::vector<int64_t> got(ws.size(), 0);
+  std::vector<bool> closed(ws.size(), false);
+  size_t done = 0;
+  bool started = false;
+  Clock::time_point t0;
+  std::vector<pollfd> fds(ws.size());
+  std::vector<char> buf(256 * 1024);
+  while (done < ws.size()) {
+    for (size_t i = 0; i < ws.size(); ++i) fds[i] = {closed[i] ? -1 : ws[i].fd, POLLIN, 0};
+    if (poll(fds.data(), fds.size(), 20000) <= 0) Die("fanout stalled");
+    for (size_t i = 0; i < ws.size(); ++i) {
+      if (!(fds[i].revents & POLLIN)) continue;
+      ssize_t n = read(ws[i].fd, buf.data(), buf.size());
+      if (n <= 0) Die("fanout read");
+      ws[i].in.append(buf.data(), static_cast<size_t>(n));
+      std::string m;
+      while (ws[i].Parse(&m)) {
+        if (m.rfind("{\"event\":\"run:event", 0) != 0) continue;
+        int64_t before = got[i];
+        bool c = false;
+        ScanEvents(m, &got[i], &c);
+        if (!started && got[i] > before + 1000) {
+          started = true;
+          t0 = Clock::now();
+        }
+        if (c && !closed[i]) {
+          closed[i] = true;
+          ++done;
+        }
+      }
+    }
+  }
+  double s = Seconds(Clock::now() - t0);
+  int64_t total = 0;
+  for (int64_t g : got) total += g;
+  for (auto& w : ws) w.Close();
+  return static_cast<double>(total) / 1e6 / s;
+}
+
+double RssPerIdleSessionKb(Host& host, int sessions) {
+  std::vector<Ws> ws(static_cast<size_t>(sessions));
+  std::vector<std::string> runs;
+  // Warm up allocators with one session first.
+  std::string warm = CreateSession(host.port, {{"shell", "/bin/sh"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  long before = host.RssKb();
+  for (int i = 0; i < sessions; ++i) {
+    runs.push_back(CreateSession(host.port, {{"shell", "/bin/sh"}}));
+    ws[static_cast<size_t>(i)].Open(host.port);
+    Hello(ws[static_cast<size_t>(i)]);
+    Attach(ws[static_cast<size_t>(i)], runs.back());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  long after = host.RssKb();
+  for (auto& w : ws) w.Close();
+  for (auto& r : runs) Http(host.port, "DELETE", "/api/sessions/" + r, "");
+  Http(host.port, "DELETE", "/api/sessions/" + warm, "");
+  return static_cast<double>(after - before) / sessions;
+}
+
+}  // namespace
+
+
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::string bin;
+  int64_t bytes = 200'000'000;
+#ifdef DISPATCH_HOST_BIN_DEFAULT
+  bin = DISPATCH_HOST_BIN_DEFAULT;
+#endif
+  if (const char* e = std::getenv("DISPATCH_HOST_BIN")) bin = e;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") {
+      quick = true;
+      bytes = 20'000'000;
+    } else if (a == "--host-bin" && i + 1 < argc) {
+      bin = argv[++i];
+    } else if (a == "--bytes" && i + 1 < argc) {
+      bytes = std::atoll(argv[++i]);
+    }
+  }
+  if (bin.empty()) Die("no dispatch-host binary (--host-bin PATH)");
+  signal(SIGPIPE, SIG_IGN);
+  Host host;
+  host.Start(bin);
+
+  int samples = quick ? 200 : 1000;
+  auto bare_echo = BareEchoUs(samples);
+  auto echo = WsEchoUs(host.port, samples);
+  std::string enote = std::to_string(echo.size()) + " keystrokes into bash over /ws";
+  Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.5), "us", "bare pty, bash readline");
+  Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us", "bare pty, bash readline");
+  Emit("ws_echo_latency_p50_us", Percentile(echo, 0.5), "us", enote);
+  Emit("ws_echo_latency_p99_us", Percentile(echo, 0.99), "us", enote + ", event committed before sent");
+
+  double bare = 0, wsm = 0;
+  int rounds = quick ? 1 : 2;
+  for (int i = 0; i < rounds; ++i) {
+    bare = std::max(bare, BarePtyMbps(bytes));
+    wsm = std::max(wsm, WsOutputMbps(host.port, bytes));
+  }
+  std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, best of " +
+                     std::to_string(rounds);
+  Emit("baseline_bare_pty_mbps", bare, "MB/s", note);
+  Emit("ws_output_mbps", wsm, "MB/s", note + ", one /ws client, every byte committed first");
+  Emit("ws_output_vs_bare_ratio", wsm / bare, "x", "target >= 0.85");
+
+  int64_t fan_bytes = bytes / 10;
+  double fan = FanoutMbps(host.port, 100, fan_bytes);
+  Emit("ws_fanout_100_clients_mbps", fan, "MB/s",
+       std::to_string(fan_bytes / 1000000) + " MB session output x 100 clients, total delivered");
+
+  Emit("host_rss_per_idle_session_kb", RssPerIdleSessionKb(host, quick ? 20 : 50), "KiB",
+       "host process RSS growth per idle /bin/sh session with one attached client");
+  host.Stop();
+  return 0;
+}
