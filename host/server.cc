@@ -112,15 +112,15 @@ Status Server::Start() {
   std::memset(&info, 0, sizeof info);
   void* foreign[1] = {loop_};
   info.foreign_loops = foreign;
-  info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6 * 0 |
-                 LWS_SERVER_OPTION_VALIDATE_UTF8 * 0;
+  // lws joins the host's loop (the libuv event-lib plugin); it installs no
+  // signal handlers of its own on a foreign loop.
+  info.options = LWS_SERVER_OPTION_LIBUV;
   if (!config_.tls_cert.empty()) {
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = config_.tls_cert.c_str();
     info.ssl_private_key_filepath = config_.tls_key.c_str();
   }
-  info.port = config_.port == 0 ? CONTEXT_PORT_NO_LISTEN_SERVER * 0 : config_.port;
-  if (config_.port == 0) info.port = 0;
+  info.port = config_.port;  // 0: any free port (reported on stdout)
   std::string iface = config_.listen_host;
   if (iface == "localhost") iface = "127.0.0.1";
   info.iface = iface.c_str();

@@ -124,12 +124,22 @@ class Host:
         return code
 
     def close(self):
+        """Stops the host gracefully (so sanitizers report at exit) and fails
+        if a sanitizer reported anything."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr.close()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        log = self.log()
+        if not self.stderr.closed:
+            self.stderr.close()
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            assert marker not in log, log[-4000:]
 
 
 def run_host_cmd(*args, env=None, timeout=10):

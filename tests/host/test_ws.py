@@ -438,7 +438,7 @@ def test_sigterm_drains_and_every_delivered_event_is_on_disk(tmp_path):
     run(go())
     assert h.stop() == 0
     log = h.log()
-    h.stderr.close()
+    h.close()
     assert_contiguous(seen)
     # Restart on the same data dir: everything the client saw is stored,
     # byte for byte, and the session was closed gracefully.
