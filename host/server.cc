@@ -669,10 +669,14 @@ int Server::OnWsWriteable(lws* wsi) {
       return 0;
     }
     if (lws_send_pipe_choked(wsi)) break;
+    // Frames are built with LWS_PRE bytes of headroom in front: lws writes
+    // the WebSocket header there.
     std::string frame;
     OutItem& head = c->queue.front();
     if (!head.event) {
-      frame = std::move(head.text);
+      frame.reserve(LWS_PRE + head.text.size());
+      frame.append(LWS_PRE, '\0');
+      frame += head.text;
       c->queued_bytes -= std::min(c->queued_bytes, head.cost());
       c->queue.pop_front();
     } else {
@@ -689,18 +693,16 @@ int Server::OnWsWriteable(lws* wsi) {
         c->queue.pop_front();
       }
       metrics_.ws_events_out += static_cast<int64_t>(batch.size());
-      frame = EncodeEvents(c->transport, run, batch);
+      frame = EncodeEvents(c->transport, run, batch, LWS_PRE);
     }
-    // lws needs LWS_PRE bytes of headroom in front of the payload.
-    write_buf_.resize(LWS_PRE + frame.size());
-    std::memcpy(write_buf_.data() + LWS_PRE, frame.data(), frame.size());
-    int n = lws_write(wsi, write_buf_.data() + LWS_PRE, frame.size(), LWS_WRITE_TEXT);
+    size_t len = frame.size() - LWS_PRE;
+    int n = lws_write(wsi, reinterpret_cast<unsigned char*>(frame.data()) + LWS_PRE, len,
+                      LWS_WRITE_TEXT);
     if (n < 0) return -1;
     metrics_.ws_frames_out++;
-    metrics_.ws_bytes_out += static_cast<int64_t>(frame.size());
+    metrics_.ws_bytes_out += static_cast<int64_t>(len);
     if (c->queued_bytes < config_.client_queue_bytes / 4) OnClientDrained(c);
   }
-  if (write_buf_.capacity() > (size_t{4} << 20)) std::vector<unsigned char>().swap(write_buf_);
   if (!c->queue.empty() || c->close_after_flush) lws_callback_on_writable(wsi);
   return 0;
 }

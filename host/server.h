@@ -221,7 +221,6 @@ class Server {
   int64_t started_ms_ = 0;
 
   std::unordered_map<lws*, std::unique_ptr<WsClient>> clients_;
-  std::vector<unsigned char> write_buf_;  // frame + LWS_PRE headroom
   std::unordered_map<lws*, std::unique_ptr<HttpRequest>> http_;
   std::unordered_map<std::string, std::unique_ptr<Feed>> feeds_;
 

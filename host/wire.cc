@@ -12,6 +12,8 @@ constexpr json::error_handler_t kReplace = json::error_handler_t::replace;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, kReplace); }
 
+void AppendBase64(std::string& out, std::string_view in);
+
 // Rejects documents nested deeper than `max_depth` before nlohmann's
 // recursive parser sees them (a megabyte of '[' would exhaust the stack).
 bool NestingWithin(std::string_view text, int max_depth) {
@@ -60,31 +62,8 @@ Status FillMessage(InMessage& m, const json& name, const json* data) {
 }  // namespace
 
 std::string Base64Encode(std::string_view in) {
-  static const char kA[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
-  out.resize(((in.size() + 2) / 3) * 4);
-  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
-  size_t n = in.size(), i = 0, o = 0;
-  for (; i + 3 <= n; i += 3) {
-    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8) | p[i + 2];
-    out[o++] = kA[v >> 18];
-    out[o++] = kA[(v >> 12) & 63];
-    out[o++] = kA[(v >> 6) & 63];
-    out[o++] = kA[v & 63];
-  }
-  if (n - i == 1) {
-    uint32_t v = uint32_t{p[i]} << 16;
-    out[o++] = kA[v >> 18];
-    out[o++] = kA[(v >> 12) & 63];
-    out[o++] = '=';
-    out[o++] = '=';
-  } else if (n - i == 2) {
-    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8);
-    out[o++] = kA[v >> 18];
-    out[o++] = kA[(v >> 12) & 63];
-    out[o++] = kA[(v >> 6) & 63];
-    out[o++] = '=';
-  }
+  AppendBase64(out, in);
   return out;
 }
 
@@ -148,12 +127,71 @@ json EventToJson(const EventView& e) {
   return j;
 }
 
+namespace {
+
+void AppendBase64(std::string& out, std::string_view in) {
+  static const char kA[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = out.size();
+  out.resize(o + ((in.size() + 2) / 3) * 4);
+  char* d = out.data() + o;
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  size_t n = in.size(), i = 0;
+  for (; i + 3 <= n; i += 3) {
+    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8) | p[i + 2];
+    *d++ = kA[v >> 18];
+    *d++ = kA[(v >> 12) & 63];
+    *d++ = kA[(v >> 6) & 63];
+    *d++ = kA[v & 63];
+  }
+  if (n - i == 1) {
+    uint32_t v = uint32_t{p[i]} << 16;
+    *d++ = kA[v >> 18];
+    *d++ = kA[(v >> 12) & 63];
+    *d++ = '=';
+    *d++ = '=';
+  } else if (n - i == 2) {
+    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8);
+    *d++ = kA[v >> 18];
+    *d++ = kA[(v >> 12) & 63];
+    *d++ = kA[(v >> 6) & 63];
+    *d++ = '=';
+  }
+}
+
+}  // namespace
+
 std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e) {
   auto w = std::make_shared<WireEvent>();
   w->run_id = std::string(e.run_id);
   w->seq = e.seq;
-  w->json = Dump(EventToJson(e));
   w->closes = e.channel == "system:status" && e.type == "closed";
+  if (e.encoding != Encoding::kBytes) {
+    w->json = Dump(EventToJson(e));
+    return w;
+  }
+  // Terminal output, the bulk of the traffic: written directly (the same
+  // object as EventToJson, keys in the same order) without building a tree.
+  std::string& o = w->json;
+  o.reserve(e.payload.size() / 3 * 4 + 160 + e.channel.size() + e.type.size() + e.run_id.size() +
+            e.id.size());
+  o += "{\"channel\":";
+  o += Dump(json(std::string(e.channel)));
+  o += ",\"encoding\":\"bytes\"";
+  if (!e.id.empty()) {
+    o += ",\"id\":";
+    o += Dump(json(std::string(e.id)));
+  }
+  o += ",\"payload\":\"";
+  AppendBase64(o, e.payload);
+  o += "\",\"runId\":";
+  o += Dump(json(std::string(e.run_id)));
+  o += ",\"seq\":";
+  o += std::to_string(e.seq);
+  o += ",\"timestamp\":";
+  o += std::to_string(e.ts_us / 1000);
+  o += ",\"type\":";
+  o += Dump(json(std::string(e.type)));
+  o += '}';
   return w;
 }
 
@@ -280,21 +318,31 @@ std::string EncodeErrorReply(Transport t, int64_t id, std::string_view code,
 }
 
 std::string EncodeEvents(Transport t, std::string_view run_id,
-                         const std::vector<std::shared_ptr<const WireEvent>>& events) {
-  if (events.size() == 1) return EncodeEventRaw(t, "run:event", events[0]->json);
-  size_t total = 64 + run_id.size();
+                         const std::vector<std::shared_ptr<const WireEvent>>& events,
+                         size_t headroom) {
+  size_t total = headroom + 96 + run_id.size();
   for (const auto& e : events) total += e->json.size() + 1;
-  std::string data;
-  data.reserve(total);
-  data += "{\"runId\":";
-  data += Dump(json(std::string(run_id)));
-  data += ",\"events\":[";
-  for (size_t i = 0; i < events.size(); ++i) {
-    if (i) data += ',';
-    data += events[i]->json;
+  std::string out;
+  out.reserve(total);
+  out.append(headroom, '\0');
+  bool batch = events.size() != 1;
+  out += t == Transport::kNative ? "{\"event\":" : "42[";
+  out += batch ? "\"run:event:batch\"" : "\"run:event\"";
+  out += t == Transport::kNative ? ",\"data\":" : ",";
+  if (batch) {
+    out += "{\"runId\":";
+    out += Dump(json(std::string(run_id)));
+    out += ",\"events\":[";
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (i) out += ',';
+      out += events[i]->json;
+    }
+    out += "]}";
+  } else {
+    out += events[0]->json;
   }
-  data += "]}";
-  return EncodeEventRaw(t, "run:event:batch", data);
+  out += t == Transport::kNative ? '}' : ']';
+  return out;
 }
 
 std::string SioOpenPacket(std::string_view sid, int ping_interval_ms, int ping_timeout_ms,

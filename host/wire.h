@@ -76,9 +76,12 @@ std::string EncodeAck(Transport t, int64_t id, const nlohmann::json& data);
 // Socket.IO: the ack carries {"error": {code, message}}).
 std::string EncodeErrorReply(Transport t, int64_t id, std::string_view code,
                              std::string_view message);
-// A run:event frame, or a run:event:batch frame when `events` has more than one.
+// A run:event frame, or a run:event:batch frame when `events` has more than
+// one. The result starts with `headroom` zero bytes (room for the WebSocket
+// header, so the frame can be written without another copy).
 std::string EncodeEvents(Transport t, std::string_view run_id,
-                         const std::vector<std::shared_ptr<const WireEvent>>& events);
+                         const std::vector<std::shared_ptr<const WireEvent>>& events,
+                         size_t headroom = 0);
 
 // Engine.IO open packet for a websocket-only session.
 std::string SioOpenPacket(std::string_view sid, int ping_interval_ms, int ping_timeout_ms,

@@ -115,6 +115,24 @@ TEST_CASE("Events keep bytes exact: base64 for bytes, JSON values for json") {
   CHECK(frame["data"]["runId"] == "run-1");
 }
 
+TEST_CASE("The direct serialisation of byte events equals the JSON tree form") {
+  std::string payload;
+  for (int i = 0; i < 1000; ++i) payload += static_cast<char>(i * 7);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{3}, size_t{1000}}) {
+    EventView v{"run-x", 42, 7, 1'700'000'000'999'000, "pty:stdout", "chunk",
+                std::string_view(payload).substr(0, n), Encoding::kBytes, n == 2 ? "id-2" : ""};
+    auto fast = nlohmann::json::parse(MakeWireEvent(v)->json);
+    CHECK(fast == EventToJson(v));
+  }
+  std::vector<std::shared_ptr<const WireEvent>> one = {MakeWireEvent(
+      EventView{"r", 1, 1, 0, "pty:stdout", "chunk", "x", Encoding::kBytes, ""})};
+  std::string framed = EncodeEvents(Transport::kSocketIo, "r", one, 16);
+  CHECK(framed.substr(0, 16) == std::string(16, '\0'));
+  auto arr = nlohmann::json::parse(framed.substr(16).substr(2));
+  CHECK(arr[0] == "run:event");
+  CHECK(arr[1]["payload"] == "eA==");
+}
+
 TEST_CASE("Flags win over the environment and bad values are clear errors") {
   auto r = Parse({"serve", "--listen", "0.0.0.0:8080", "--allow-origin", "https://a",
                   "--allow-origin=https://b"},
