@@ -236,3 +236,36 @@ def test_bad_flags_are_clear_errors(tmp_path):
 def test_sigterm_exits_zero_and_ready_flips(host):
     assert host.stop() == 0
     assert "stopped cleanly" in host.log()
+
+
+def test_tls_serves_https_and_wss(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    h = Host("--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert any("https://127.0.0.1" in l for l in h.stdout_lines)
+        base = f"https://127.0.0.1:{h.port}"
+        p = subprocess.run(["curl", "-sk", "-H", "Authorization: Bearer " + h.key,
+                            base + "/api/sessions"], capture_output=True, timeout=20)
+        assert json.loads(p.stdout) == {"sessions": []}
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                            f"http://127.0.0.1:{h.port}/health"], capture_output=True, timeout=20)
+        assert p.stdout.decode() != "200"  # plain HTTP is not served on a TLS port
+
+        import asyncio
+        import ssl
+        import websockets
+
+        async def go():
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            async with websockets.connect(f"wss://127.0.0.1:{h.port}/ws", ssl=ctx) as ws:
+                await ws.send(json.dumps({"event": "client:hello", "data": {"key": h.key}, "id": 1}))
+                reply = json.loads(await ws.recv())
+                assert reply["event"] == "ack" and reply["data"]["authenticated"] is True
+        asyncio.run(go())
+    finally:
+        h.close()
