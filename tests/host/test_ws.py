@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -49,14 +50,14 @@ class Client:
             frame["id"] = id
         await self.ws.send(json.dumps(frame))
 
-    async def request(self, event, data, timeout=10):
+    async def request(self, event, data, timeout=30):
         rid = self.next_id
         self.next_id += 1
         await self.send(event, data, rid)
         return await self.wait(lambda f: f.get("id") == rid and f["event"] in ("ack", "error"),
                                timeout, f"reply to {event}")
 
-    async def wait(self, pred, timeout=10, what="frame"):
+    async def wait(self, pred, timeout=30, what="frame"):
         end = time.time() + timeout
         while time.time() < end:
             for f in self.frames:
@@ -80,7 +81,7 @@ class Client:
         return b"".join(base64.b64decode(e["payload"]) for e in self.events(run_id)
                         if e["channel"] == "pty:stdout")
 
-    async def wait_output(self, run_id, needle, timeout=10):
+    async def wait_output(self, run_id, needle, timeout=30):
         end = time.time() + timeout
         while time.time() < end:
             if needle in self.output(run_id):
@@ -94,7 +95,7 @@ class Client:
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
+    return asyncio.run(asyncio.wait_for(coro, 180))
 
 
 def sessions_available(host):
@@ -366,15 +367,18 @@ def test_slow_client_is_bounded(policy):
         run_id = h.create_session("pty", shell="/bin/sh")
 
         async def go():
-            # (A tiny SO_RCVBUF would make Linux loopback TCP crawl, so the
-            # output is made larger than the kernel buffers instead.)
-            ws = await websockets.connect(h.ws_url, max_size=None, max_queue=1)
+            # A modest receive buffer so the output (~11 MB) surely exceeds
+            # what the kernel buffers (a buffer below the loopback MSS would
+            # make TCP crawl instead).
+            sock = socket.create_connection(("127.0.0.1", h.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+            ws = await websockets.connect(h.ws_url, sock=sock, max_size=None, max_queue=1)
             await ws.send(json.dumps({"event": "client:hello", "data": {"key": h.key}, "id": 1}))
             await ws.send(json.dumps({"event": "run:attach", "data": {"runId": run_id}, "id": 2}))
             await ws.send(json.dumps({"event": "run:input", "id": 3, "data": {
                 "runId": run_id, "data": "seq 1 1500000; echo end-$((6*7))\r"}}))
             # Not reading: wait until the session has written everything.
-            end = time.time() + 60
+            end = time.time() + 120
             while time.time() < end:
                 status, s, _ = h.request("GET", f"/api/sessions/{run_id}")
                 status, hist, _ = h.request(
@@ -392,7 +396,7 @@ def test_slow_client_is_bounded(policy):
             closed = None
             while True:
                 try:
-                    msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 60))
                 except websockets.ConnectionClosed as e:
                     closed = e
                     break

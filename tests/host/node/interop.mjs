@@ -50,14 +50,14 @@ function connectSio(host, opts = {}) {
   });
 }
 
-function once(emitter, name, ms = 5000) {
+function once(emitter, name, ms = 15000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('timeout waiting for ' + name)), ms);
     emitter.once(name, (...a) => { clearTimeout(t); resolve(a.length > 1 ? a : a[0]); });
   });
 }
 
-function emitAck(sock, name, data, ms = 5000) {
+function emitAck(sock, name, data, ms = 15000) {
   return sock.timeout(ms).emitWithAck(name, data);
 }
 
@@ -73,7 +73,7 @@ function collect(sock, runId, events) {
   sock.on('run:event:batch', (b) => { if (b.runId === runId) events.push(...b.events); });
 }
 
-async function waitFor(pred, ms = 10000, what = 'condition') {
+async function waitFor(pred, ms = 30000, what = 'condition') {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     if (pred()) return;
@@ -131,7 +131,7 @@ check('socket.io: create pty, attach, type echo, see output, viewer refused', as
   assert.equal(marker.fromSeq, 1);
   const inAck = await emitAck(s, 'run:input', { runId, data: 'echo hi-from-js\r' });
   assert.equal(inAck.runId, runId);
-  await waitFor(() => events.some((e) => e.channel === 'pty:stdout' && /hi-from-js\r?\n/.test(decode(e).replace(/echo hi-from-js/g, ''))), 10000, 'pty output');
+  await waitFor(() => events.some((e) => e.channel === 'pty:stdout' && /hi-from-js\r?\n/.test(decode(e).replace(/echo hi-from-js/g, ''))), 30000, 'pty output');
   // seqs are contiguous from 1
   events.forEach((e, i) => assert.equal(e.seq, i + 1));
   // A viewer cannot type.
@@ -163,7 +163,7 @@ check('ws: native frames, hello, ack ids, attach with afterSeq (pty)', async (ho
   await waitFor(() => frames.some((f) => f.event === 'run:attached'), 5000, 'attached');
   ws.send(JSON.stringify({ event: 'run:input', data: { runId, data: Buffer.from('echo via-ws\r').toString('base64'), encoding: 'bytes' }, id: 9 }));
   const evs = () => frames.flatMap((f) => f.event === 'run:event' ? [f.data] : f.event === 'run:event:batch' ? f.data.events : []);
-  await waitFor(() => evs().some((e) => /via-ws\r?\n/.test(decode(e).replace(/echo via-ws/g, ''))), 10000, 'output');
+  await waitFor(() => evs().some((e) => /via-ws\r?\n/.test(decode(e).replace(/echo via-ws/g, ''))), 30000, 'output');
   evs().forEach((e, i) => assert.equal(e.seq, i + 1));
   ws.close();
   await api(host, 'DELETE', '/api/sessions/' + runId);
