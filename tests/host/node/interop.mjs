@@ -46,7 +46,7 @@ async function api(host, method, path, body) {
 
 function connectSio(host, opts = {}) {
   return io(`http://127.0.0.1:${host.port}`, {
-    transports: ['websocket'], reconnection: false, timeout: 5000, ...opts,
+    transports: ['websocket'], reconnection: false, timeout: 15000, ...opts,
   });
 }
 
@@ -143,7 +143,7 @@ check('socket.io: create pty, attach, type echo, see output, viewer refused', as
   const refused2 = await emitAck(v, 'run:resize', { runId, cols: 100, rows: 40 });
   assert.equal(refused2.error.code, 'forbidden');
   v.close();
-  const closed = once(s, 'session:closed', 10000);
+  const closed = once(s, 'session:closed', 30000);
   await emitAck(s, 'run:close', { runId });
   assert.equal((await closed).runId, runId);
   s.close();
@@ -158,9 +158,9 @@ check('ws: native frames, hello, ack ids, attach with afterSeq (pty)', async (ho
   const frames = [];
   ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
   ws.send(JSON.stringify({ event: 'client:hello', data: { clientId: 'js-ws', key: KEY }, id: 7 }));
-  await waitFor(() => frames.some((f) => f.event === 'ack' && f.id === 7), 5000, 'hello ack');
+  await waitFor(() => frames.some((f) => f.event === 'ack' && f.id === 7), 15000, 'hello ack');
   ws.send(JSON.stringify({ event: 'run:attach', data: { runId, afterSeq: 0 }, id: 8 }));
-  await waitFor(() => frames.some((f) => f.event === 'run:attached'), 5000, 'attached');
+  await waitFor(() => frames.some((f) => f.event === 'run:attached'), 15000, 'attached');
   ws.send(JSON.stringify({ event: 'run:input', data: { runId, data: Buffer.from('echo via-ws\r').toString('base64'), encoding: 'bytes' }, id: 9 }));
   const evs = () => frames.flatMap((f) => f.event === 'run:event' ? [f.data] : f.event === 'run:event:batch' ? f.data.events : []);
   await waitFor(() => evs().some((e) => /via-ws\r?\n/.test(decode(e).replace(/echo via-ws/g, ''))), 30000, 'output');
