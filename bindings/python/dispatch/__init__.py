@@ -109,9 +109,12 @@ class Session:
 
     # ---- input
     def send(self, data: Union[bytes, str]) -> None:
-        """Sends input (keystrokes for a pty; str is sent as UTF-8). Raises NotFound once
-        the session has ended, Closed once the manager is closed."""
-        self._s.send(data)
+        """Sends input (keystrokes for a pty; str is sent as UTF-8). Raises Closed once
+        the session has ended or the manager is closed."""
+        try:
+            self._s.send(data)
+        except NotFound:
+            raise Closed(f"session {self.run_id} has ended") from None
 
     def sendline(self, line: Union[bytes, str] = b"", newline: Union[bytes, str] = b"\r") -> None:
         """Sends `line` followed by Enter (``\\r``, as a terminal does)."""
@@ -119,7 +122,7 @@ class Session:
             line = line.encode("utf-8")
         if isinstance(newline, str):
             newline = newline.encode("utf-8")
-        self._s.send(bytes(line) + bytes(newline))
+        self.send(bytes(line) + bytes(newline))
 
     def resize(self, cols: int, rows: int) -> None:
         """Resizes the session's terminal (recorded as pty:resize/dimensions)."""

@@ -117,3 +117,9 @@ BY_CODE: dict[str, type[Error]] = {
 
 __all__ = ["Error", "NotFound", "InvalidArgument", "Conflict", "Truncated", "Timeout",
            "Closed", "Busy", "ReadOnly", "Corruption"]
+
+# Show them as dispatch.X (where users import them from) in tracebacks and reprs.
+for _cls in (Error, NotFound, InvalidArgument, Conflict, Truncated, Timeout, Closed, Busy,
+             ReadOnly, Corruption):
+    _cls.__module__ = "dispatch"
+del _cls

@@ -172,12 +172,14 @@ struct SubState {
       end_error.release();
       return;
     }
+    // Drop every reference with the GIL held (the members' own destructors
+    // run after this body, possibly without it).
     py::gil_scoped_acquire gil;
-    callback = py::object();
-    on_caught_up = py::object();
-    on_error = py::object();
-    errors = py::list();
-    end_error = py::object();
+    callback.release().dec_ref();
+    on_caught_up.release().dec_ref();
+    on_error.release().dec_ref();
+    errors.release().dec_ref();
+    end_error.release().dec_ref();
   }
 
   void RecordCallbackError(const char* where) {
@@ -289,23 +291,25 @@ SubscriptionHandlers MakeHandlers(const std::shared_ptr<SubState>& st) {
     }
   };
   h.on_caught_up = [st](int64_t seq) {
+    if (!st->cancelled && PythonAlive()) {
+      CallbackScope scope(st.get());
+      py::gil_scoped_acquire gil;
+      if (st->on_caught_up && !st->on_caught_up.is_none()) {
+        PyObject* r = PyObject_CallOneArg(st->on_caught_up.ptr(), py::int_(seq).ptr());
+        if (r == nullptr) {
+          st->RecordCallbackError("subscription on_caught_up");
+        } else {
+          Py_DECREF(r);
+        }
+      }
+    }
+    // After the callback, so wait_caught_up() returns once it has run.
     {
       std::lock_guard<std::mutex> lock(st->mu);
       st->caught_up = true;
       st->caught_up_seq = seq;
     }
     st->cv.notify_all();
-    if (st->cancelled || !PythonAlive()) return;
-    CallbackScope scope(st.get());
-    py::gil_scoped_acquire gil;
-    if (st->on_caught_up && !st->on_caught_up.is_none()) {
-      PyObject* r = PyObject_CallOneArg(st->on_caught_up.ptr(), py::int_(seq).ptr());
-      if (r == nullptr) {
-        st->RecordCallbackError("subscription on_caught_up");
-      } else {
-        Py_DECREF(r);
-      }
-    }
   };
   h.on_error = [st](const Status& status) {
     {
@@ -356,8 +360,23 @@ std::unique_ptr<PySubscription> Subscribe(PyStore& self, std::optional<std::stri
   Result<std::unique_ptr<Subscription>> r = Status::Internal("not subscribed");
   {
     py::gil_scoped_release unlocked;  // the first callbacks may run at once
-    r = run_id ? self.s().Subscribe(*run_id, after, std::move(handlers), options)
-               : self.s().SubscribeAll(after, std::move(handlers), options);
+    // Work-around (see /work/notes/python.md): a Subscribe that fails with
+    // Truncated inside the store leaves a half-registered subscription that
+    // makes a later Close() hang, so refuse a truncated cursor up front.
+    if (run_id && ValidateRunId(*run_id).ok() && after >= 0) {
+      Result<RunInfo> run = self.s().GetRun(*run_id);
+      if (run.ok() && after + 1 < run->first_seq) {
+        r = Status::Truncated("run " + *run_id + ": events before seq " +
+                                  std::to_string(run->first_seq) +
+                                  " were removed by retention; earliest available is " +
+                                  std::to_string(run->first_seq),
+                              run->first_seq);
+      }
+    }
+    if (r.ok() || r.error().code() != StatusCode::kTruncated) {
+      r = run_id ? self.s().Subscribe(*run_id, after, std::move(handlers), options)
+                 : self.s().SubscribeAll(after, std::move(handlers), options);
+    }
   }
   sub->Attach(Take(std::move(r)));
   return sub;
