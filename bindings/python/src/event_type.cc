@@ -58,7 +58,7 @@ void EventDealloc(PyObject* self) {
   Py_XDECREF(e->encoding);
   Py_XDECREF(e->id);
   PyTypeObject* tp = Py_TYPE(self);
-  tp->tp_free(self);
+  PyObject_Free(self);
   Py_DECREF(tp);
 }
 
@@ -198,7 +198,10 @@ PyType_Spec kEventSpec = {
 PyObject* NewEventObject(PyObject* run_id, PyObject* channel, PyObject* type, PyObject* payload,
                          PyObject* encoding, PyObject* id, int64_t seq, int64_t position,
                          int64_t ts_us) {
-  auto* e = reinterpret_cast<EventObject*>(g_event_type->tp_alloc(g_event_type, 0));
+  // Every field is set below: skip tp_alloc's zeroing (not GC-tracked, no
+  // variable part).
+  auto* e = reinterpret_cast<EventObject*>(PyObject_Malloc(sizeof(EventObject)));
+  if (e != nullptr) PyObject_Init(reinterpret_cast<PyObject*>(e), g_event_type);
   if (e == nullptr) {
     Py_XDECREF(run_id);
     Py_XDECREF(channel);
@@ -248,13 +251,12 @@ struct Chunk {
   std::vector<Rec> recs;
   std::string arena;
   std::vector<std::string> names;
-  uint32_t run_hint = UINT32_MAX, channel_hint = UINT32_MAX, type_hint = UINT32_MAX;
 
   void Clear() {
     recs.clear();
     arena.clear();
     names.clear();
-    run_hint = channel_hint = type_hint = UINT32_MAX;
+    run_slot = channel_slot = type_slot = Slot{};
   }
 
   // Index of `s` in names. `hint` is where the same field of the previous
@@ -270,6 +272,24 @@ struct Chunk {
     return *hint = static_cast<uint32_t>(n);
   }
 
+  // Same, with a shortcut when the store hands out the very same bytes
+  // (same pointer and length) as for the previous event: no compare at all.
+  struct Slot {
+    const char* data = nullptr;
+    size_t size = 0;
+    uint32_t index = UINT32_MAX;
+  };
+  uint32_t InternFast(std::string_view s, Slot* slot) {
+    if (s.data() == slot->data && s.size() == slot->size && slot->index < names.size()) {
+      return slot->index;
+    }
+    uint32_t i = Intern(s, &slot->index);
+    slot->data = s.data();
+    slot->size = s.size();
+    return i;
+  }
+  Slot run_slot, channel_slot, type_slot;
+
   void Add(const EventView& v) {
     Rec r;
     r.seq = v.seq;
@@ -281,9 +301,9 @@ struct Chunk {
     r.id_off = arena.size();
     r.id_len = static_cast<uint32_t>(v.id.size());
     arena.append(v.id);
-    r.run = Intern(v.run_id, &run_hint);
-    r.channel = Intern(v.channel, &channel_hint);
-    r.type = Intern(v.type, &type_hint);
+    r.run = InternFast(v.run_id, &run_slot);
+    r.channel = InternFast(v.channel, &channel_slot);
+    r.type = InternFast(v.type, &type_slot);
     r.encoding = v.encoding;
     recs.push_back(r);
   }
