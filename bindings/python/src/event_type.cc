@@ -256,7 +256,7 @@ struct Chunk {
     recs.clear();
     arena.clear();
     names.clear();
-    run_slot = channel_slot = type_slot = Slot{};
+    run_hint = channel_hint = type_hint = UINT32_MAX;
   }
 
   // Index of `s` in names. `hint` is where the same field of the previous
@@ -272,23 +272,7 @@ struct Chunk {
     return *hint = static_cast<uint32_t>(n);
   }
 
-  // Same, with a shortcut when the store hands out the very same bytes
-  // (same pointer and length) as for the previous event: no compare at all.
-  struct Slot {
-    const char* data = nullptr;
-    size_t size = 0;
-    uint32_t index = UINT32_MAX;
-  };
-  uint32_t InternFast(std::string_view s, Slot* slot) {
-    if (s.data() == slot->data && s.size() == slot->size && slot->index < names.size()) {
-      return slot->index;
-    }
-    uint32_t i = Intern(s, &slot->index);
-    slot->data = s.data();
-    slot->size = s.size();
-    return i;
-  }
-  Slot run_slot, channel_slot, type_slot;
+  uint32_t run_hint = UINT32_MAX, channel_hint = UINT32_MAX, type_hint = UINT32_MAX;
 
   void Add(const EventView& v) {
     Rec r;
@@ -301,9 +285,9 @@ struct Chunk {
     r.id_off = arena.size();
     r.id_len = static_cast<uint32_t>(v.id.size());
     arena.append(v.id);
-    r.run = InternFast(v.run_id, &run_slot);
-    r.channel = InternFast(v.channel, &channel_slot);
-    r.type = InternFast(v.type, &type_slot);
+    r.run = Intern(v.run_id, &run_hint);
+    r.channel = Intern(v.channel, &channel_hint);
+    r.type = Intern(v.type, &type_hint);
     r.encoding = v.encoding;
     recs.push_back(r);
   }
