@@ -258,7 +258,11 @@ def test_second_client_mid_stream_sees_identical_events(host):
         await a.request("run:input", {"runId": run_id, "data": "echo done-$((6*7))\r"})
         await a.wait_output(run_id, b"done-42\r\n")
         await b.wait_output(run_id, b"done-42\r\n")
-        await asyncio.sleep(0.3)
+        # Both have seen the marker; trailing output (the prompt) may still
+        # be on its way to one of them: compare once both are at the same seq.
+        end = time.time() + 30
+        while time.time() < end and a.events(run_id)[-1]["seq"] != b.events(run_id)[-1]["seq"]:
+            await asyncio.sleep(0.05)
         ea, eb = a.events(run_id), b.events(run_id)
         assert_contiguous(ea)
         assert_contiguous(eb, mid + 1)
