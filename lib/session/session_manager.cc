@@ -122,6 +122,12 @@ struct Session final : public SessionContext {
   bool destroy_record = false;
   bool finalized = false;
   uv_timer_t* close_timer = nullptr;
+  // Flood batching: after a large append, the next one waits (≤ kFloodWaitMs)
+  // to gather kFloodBatchBytes, so a flood costs few commits.
+  uv_timer_t* flush_timer = nullptr;
+  bool flooding = false;
+  bool holding = false;  // input just emitted: wait (≤ kHoldMs) for its response
+  size_t queued_bytes = 0;
   int close_stage = 0;  // 1 = graceful stop sent, 2 = forced
   int close_timeout_ms = 0;
   int64_t last_seq = 0;
@@ -179,8 +185,18 @@ class ManagerImpl final : public RunSessionManager {
     return Call([&]() -> Status {
       auto s = Live(run_id);
       if (!s.ok()) return s.status();
-      if ((*s)->exit_reported) return Status::Closed("session is closing");
-      return (*s)->adapter->Input(data, encoding);
+      auto& sess = **s;
+      if (sess.exit_reported) return Status::Closed("session is closing");
+      // Hold the input's own event briefly so that the program's immediate
+      // response (a keystroke's echo) commits together with it: one commit
+      // for the pair instead of the echo waiting behind the input's.
+      sess.holding = true;
+      Status st = sess.adapter->Input(data, encoding);
+      if (!st.ok() || sess.queue.empty()) {
+        sess.holding = false;
+        Submit(*s, false);
+      }
+      return st;
     });
   }
   Status Resize(std::string_view run_id, int cols, int rows) override {
@@ -289,7 +305,12 @@ class ManagerImpl final : public RunSessionManager {
   Status DoDestroy(const std::string& run_id);
   Status MarkOrphans();
 
-  void Submit(const std::shared_ptr<Session>& s);
+  void Submit(const std::shared_ptr<Session>& s, bool now = false);
+  friend struct Session;
+  static constexpr size_t kFloodThresholdBytes = 64 * 1024;
+  static constexpr size_t kFloodBatchBytes = 512 * 1024;
+  static constexpr uint64_t kFloodWaitMs = 2;
+  static constexpr uint64_t kHoldMs = 2;
   void OnCommitted(const std::shared_ptr<Session>& s, std::vector<NewEvent> batch,
                    Result<AppendResult> result);
   void Deliver(const EventView& v);
@@ -687,25 +708,55 @@ void ManagerImpl::Enqueue(Session& s, NewEvent ev, bool coalesce) {
     }
   }
   if (!merged) s.queue.push_back(std::move(ev));
+  s.queued_bytes += n;
   if (!s.paused && s.pending > opts_.max_pending_bytes && s.adapter) {
     s.paused = true;
     stats_.pauses++;
     s.adapter->SetPaused(true);
   }
+  bool release = false;
+  if (coalesce && s.holding) {  // the response to held input: send both now
+    s.holding = false;
+    release = true;
+  }
   if (!s.appending) {
     auto it = sessions_.find(s.spec_.run_id);
-    if (it != sessions_.end() && it->second.get() == &s) Submit(it->second);
+    if (it != sessions_.end() && it->second.get() == &s) Submit(it->second, release);
   }
 }
 
-void ManagerImpl::Submit(const std::shared_ptr<Session>& s) {
+void ManagerImpl::Submit(const std::shared_ptr<Session>& s, bool now) {
   if (s->appending || s->queue.empty()) return;
+  bool flood_wait = s->flooding &&
+                    s->queued_bytes < std::min(kFloodBatchBytes, opts_.max_pending_bytes / 2);
+  if (!now && (s->holding || flood_wait) && !s->exit_reported && !torn_down_) {
+    if (s->flush_timer == nullptr) {
+      s->flush_timer = new uv_timer_t;
+      uv_timer_init(loop_, s->flush_timer);
+    }
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(s->flush_timer))) {
+      s->flush_timer->data = s.get();
+      uv_timer_start(
+          s->flush_timer,
+          [](uv_timer_t* t) {
+            auto* sess = static_cast<Session*>(t->data);
+            sess->holding = false;
+            auto it = sess->mgr->sessions_.find(sess->spec_.run_id);
+            if (it != sess->mgr->sessions_.end()) sess->mgr->Submit(it->second, true);
+          },
+          s->holding ? kHoldMs : kFloodWaitMs, 0);
+    }
+    return;
+  }
+  s->holding = false;
+  if (s->flush_timer) uv_timer_stop(s->flush_timer);
   std::vector<NewEvent> batch;
   size_t bytes = 0;
   while (!s->queue.empty() && batch.size() < kMaxBatchEvents) {
     size_t n = s->queue.front().payload.size();
     if (!batch.empty() && bytes + n > kMaxBatchBytes / 2) break;
     bytes += n;
+    s->queued_bytes -= n;
     batch.push_back(std::move(s->queue.front()));
     s->queue.pop_front();
   }
@@ -735,6 +786,7 @@ void ManagerImpl::OnCommitted(const std::shared_ptr<Session>& s, std::vector<New
   s->appending = false;
   size_t bytes = 0;
   for (auto& e : batch) bytes += e.payload.size();
+  s->flooding = bytes >= kFloodThresholdBytes;
   // Keep the store busy while this batch is delivered.
   if (!torn_down_) Submit(s);
   if (!r.ok()) {
@@ -845,6 +897,8 @@ void ManagerImpl::MaybeFinalize(const std::shared_ptr<Session>& s) {
   s->finalized = true;
   CloseAndDelete(reinterpret_cast<uv_handle_t*>(s->close_timer));
   s->close_timer = nullptr;
+  CloseAndDelete(reinterpret_cast<uv_handle_t*>(s->flush_timer));
+  s->flush_timer = nullptr;
   auto it = sessions_.find(s->spec_.run_id);
   if (it != sessions_.end() && it->second == s) sessions_.erase(it);
   s->adapter.reset();
@@ -955,6 +1009,8 @@ void ManagerImpl::TearDown() {
   for (auto& [id, s] : sessions) {
     CloseAndDelete(reinterpret_cast<uv_handle_t*>(s->close_timer));
     s->close_timer = nullptr;
+    CloseAndDelete(reinterpret_cast<uv_handle_t*>(s->flush_timer));
+    s->flush_timer = nullptr;
     bool had_exit = s->exit_reported;
     s->finalized = true;
     s->adapter.reset();  // ends the process at once

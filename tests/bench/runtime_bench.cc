@@ -300,11 +300,19 @@ int main(int argc, char** argv) {
 
     int samples = quick ? 200 : 1000;
     auto bare_echo = BareEchoUs(samples);
+    StoreStats s0 = b.store->Stats();
     auto echo = b.SessionEchoUs(samples);
+    StoreStats s1 = b.store->Stats();
+    double commits = static_cast<double>(s1.group_commits - s0.group_commits);
     Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.50), "us");
     Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us",
          std::to_string(bare_echo.size()) + " keystrokes, bash readline");
     Emit("echo_latency_p50_us", Percentile(echo, 0.50), "us");
+    if (commits > 0) {
+      Emit("echo_store_commit_avg_us",
+           static_cast<double>(s1.commit_latency_us_total - s0.commit_latency_us_total) / commits,
+           "us", "the store's own commit latency (StoreStats) during the echo test");
+    }
     Emit("echo_commit_part_p50_us", Percentile(b.commit_us, 0.50), "us",
          "of the echo latency: from the adapter reading the echo to its delivery after commit");
     Emit("echo_latency_p99_us", Percentile(echo, 0.99), "us",

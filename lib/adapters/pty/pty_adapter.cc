@@ -339,9 +339,11 @@ Status PtyAdapter::Input(std::string_view data, Encoding encoding) {
     ev.encoding = encoding == Encoding::kText ? Encoding::kText : Encoding::kBytes;
     ev.payload = std::string(data);
   }
-  (void)ctx_->Emit(std::move(ev));
+  // Write first: the program should not wait for our bookkeeping. Its
+  // response cannot be read before the event below is queued (same thread).
   wbuf_.append(data);
   FlushWrites();
+  (void)ctx_->Emit(std::move(ev));
   return Status::Ok();
 }
 
