@@ -119,6 +119,9 @@ Status Server::Start() {
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = config_.tls_cert.c_str();
     info.ssl_private_key_filepath = config_.tls_key.c_str();
+    // HTTP/1.1 only: the immediate error responses are written as HTTP/1.1
+    // text, and WebSocket over h2 is not offered.
+    info.alpn = "http/1.1";
   }
   info.port = config_.port;  // 0: any free port (reported on stdout)
   std::string iface = config_.listen_host;
@@ -319,7 +322,13 @@ int Server::OnHttp(lws* wsi, const char* uri) {
                              "request body larger than " + std::to_string(config_.max_body_bytes) +
                                  " bytes",
                              {{"connection", "close"}});
-      return -1;
+      // Do not close at once: over TLS the response may still sit in the
+      // TLS layer. Swallow (never store) what the client still sends, close
+      // when the body ends or after 5 s.
+      req->discard_body = true;
+      http_[wsi] = std::move(req);
+      lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 5);
+      return 0;
     }
   }
   std::string te = GetHeader(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
@@ -345,6 +354,7 @@ int Server::OnHttpBody(lws* wsi, const char* in, size_t len) {
   auto it = http_.find(wsi);
   if (it == http_.end()) return -1;
   HttpRequest& r = *it->second;
+  if (r.discard_body) return 0;
   if (r.body.size() + len > config_.max_body_bytes) return -1;
   r.body.append(in, len);
   return 0;
@@ -354,6 +364,7 @@ int Server::OnHttpBodyDone(lws* wsi) {
   auto it = http_.find(wsi);
   if (it == http_.end()) return -1;
   HttpRequest& r = *it->second;
+  if (r.discard_body) return -1;
   std::string bearer(BearerToken(GetHeader(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)));
   Respond(wsi, r, Route(r, bearer));
   return 0;

@@ -97,6 +97,7 @@ struct HttpRequest {
   size_t content_length = 0;
   bool expect_body = false;
   bool responded = false;
+  bool discard_body = false;  // answered already (413); drop the body, then close
   // Response being written.
   std::string out_headers_extra;
   std::string out_body;

@@ -250,6 +250,12 @@ def test_tls_serves_https_and_wss(tmp_path):
         p = subprocess.run(["curl", "-sk", "-H", "Authorization: Bearer " + h.key,
                             base + "/api/sessions"], capture_output=True, timeout=20)
         assert json.loads(p.stdout) == {"sessions": []}
+        # Errors written before routing (413) are well-formed over TLS too.
+        p = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                            "-X", "POST", "-H", "Authorization: Bearer " + h.key,
+                            "--data-binary", "@-", base + "/api/workspaces"],
+                           input=b"x" * (2 << 20), capture_output=True, timeout=20)
+        assert p.stdout.decode() == "413 1.1", p.stdout
         p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                             f"http://127.0.0.1:{h.port}/health"], capture_output=True, timeout=20)
         assert p.stdout.decode() != "200"  # plain HTTP is not served on a TLS port
