@@ -75,18 +75,16 @@ class ClaudeAdapter final : public SessionAdapter {
 
   ~ClaudeAdapter() override {
     if (io_ == nullptr) return;
-    io_->owner = nullptr;
     if (spawned_ && !exited_) {
       // Manager shutdown with the child alive: end it now and reap it here
       // (its handle is closed below, so libuv will not).
-      pid_t pid = io_->proc.pid;
-      ::kill(-pid, SIGKILL);
-      ::kill(pid, SIGKILL);
+      ::kill(-pid_, SIGKILL);
+      ::kill(pid_, SIGKILL);
       int st = 0;
-      while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
       }
     }
-    CloseAll();
+    Detach();
   }
 
   Status Start(SessionContext& ctx) override {
@@ -128,7 +126,7 @@ class ClaudeAdapter final : public SessionAdapter {
 
   std::string Describe() const override {
     json d = json::object();
-    d["pid"] = spawned_ ? io_->proc.pid : 0;
+    d["pid"] = pid_;
     d["conversationId"] = conversation_id_;
     d["bin"] = bin_;
     d["resume"] = resuming_;
@@ -283,10 +281,11 @@ class ClaudeAdapter final : public SessionAdapter {
       }
       json payload = {{"message", message}, {"bin", bin_}, {"errno", uv_err_name(rc)}};
       Emit("claude:error", "spawn_failed", payload.dump(), Encoding::kJson);
-      CloseAll();
+      Detach();
       return Status::NotFound("claude: " + message);
     }
     spawned_ = true;
+    pid_ = io_->proc.pid;
     uv_read_start(reinterpret_cast<uv_stream_t*>(&io_->out), OnAlloc, OnStdout);
     uv_read_start(reinterpret_cast<uv_stream_t*>(&io_->err), OnAlloc, OnStderr);
 
@@ -305,7 +304,7 @@ class ClaudeAdapter final : public SessionAdapter {
   // ---- writing ----
 
   Status Write(const std::string& line) {
-    if (!spawned_ || exited_ || stdin_closed_) {
+    if (!spawned_ || exited_ || stdin_closed_ || io_ == nullptr) {
       return Status::Closed("claude: the CLI's stdin is closed");
     }
     auto* w = new WriteReq();
@@ -508,8 +507,8 @@ class ClaudeAdapter final : public SessionAdapter {
   }
 
   void Kill(int sig) {
-    if (!spawned_ || exited_) return;
-    if (sig == SIGKILL) ::kill(-io_->proc.pid, SIGKILL);  // its tools too
+    if (!spawned_ || exited_ || io_ == nullptr) return;
+    if (sig == SIGKILL) ::kill(-pid_, SIGKILL);  // its tools too
     uv_process_kill(&io_->proc, sig);
   }
 
@@ -560,9 +559,18 @@ class ClaudeAdapter final : public SessionAdapter {
       std::string first = err_tail.substr(0, err_tail.find('\n'));
       if (!first.empty()) info.error += ": " + first;
     }
-    CloseAll();
+    Detach();
     ctx_->ReportExit(info);
     return true;
+  }
+
+  // Closes every handle and lets go of the Io block (freed by the last close
+  // callback; later callbacks see owner == nullptr).
+  void Detach() {
+    if (io_ == nullptr) return;
+    io_->owner = nullptr;
+    CloseAll();
+    io_ = nullptr;
   }
 
   void CloseAll() {
@@ -601,6 +609,7 @@ class ClaudeAdapter final : public SessionAdapter {
   bool out_eof_ = false, err_eof_ = false, stdin_closed_ = false;
   bool paused_ = false, stop_requested_ = false, unknown_conversation_reported_ = false;
   int stop_stage_ = 0;
+  int pid_ = 0;
   int exit_status_ = 0, term_signal_ = 0;
   int64_t pending_turns_ = 0, results_ = 0;
   uint64_t control_seq_ = 0;
