@@ -3,12 +3,16 @@
 #include "session/builtin_adapters.h"
 
 #include "adapters/pty/pty_adapter.h"
+#include "dispatch/adapters/claude.h"
+#include "dispatch/adapters/file.h"
 
 namespace dispatch::internal {
 
 std::vector<std::pair<std::string, AdapterFactory>> BuiltinAdapters() {
   std::vector<std::pair<std::string, AdapterFactory>> out;
   out.emplace_back("pty", MakePtyAdapterFactory());
+  out.emplace_back("claude", ClaudeAdapterFactory());
+  out.emplace_back("file", FileAdapterFactory());
   return out;
 }
 
