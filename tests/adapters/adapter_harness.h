@@ -99,6 +99,7 @@ class AdapterHarness final : public SessionContext {
     events_.push_back(std::move(e));
     return Status::Ok();
   }
+  Status EmitOutput(NewEvent event) override { return Emit(std::move(event)); }
   Status UpdateMeta(std::string_view json_object) override {
     auto j = nlohmann::json::parse(json_object, nullptr, false);
     if (!j.is_object()) return Status::InvalidArgument("meta must be an object");
