@@ -150,6 +150,16 @@ Status Server::Start() {
                            std::to_string(config_.port));
   }
 
+  if (manager_) {
+    published_sub_ = manager_->Subscribe("*", [this](const EventView& e) {
+      auto it = published_.find(std::string(e.run_id));
+      if (it == published_.end()) {
+        published_.emplace(std::string(e.run_id), e.seq);
+      } else if (e.seq > it->second) {
+        it->second = e.seq;
+      }
+    });
+  }
   uv_signal_init(loop_, &sigterm_);
   uv_signal_init(loop_, &sigint_);
   sigterm_.data = this;
@@ -195,6 +205,15 @@ void Server::Tick() {
         continue;
       }
       SendText(c.get(), "2", true);
+    }
+  }
+  for (auto& [wsi, c] : clients_) {
+    for (auto& [run, a] : c->attachments) {
+      if (a->retry && !a->read_in_flight) {
+        a->retry = false;
+        a->mode = Attachment::kReading;
+        ScheduleRead(a);
+      }
     }
   }
   // lws can swallow a writable request made while it was still flushing a
@@ -886,7 +905,11 @@ Feed* Server::GetOrCreateFeed(const std::string& run_id, Status* error) {
     *error = last.status();
     return nullptr;
   }
+  // The store's answer and what the bus already published: both are
+  // committed; take the higher so no published event is mistaken for new.
   feed->cursor = *last;
+  if (auto p = published_.find(run_id); p != published_.end())
+    feed->cursor = std::max(feed->cursor, p->second);
   Feed* raw = feed.get();
   feeds_[run_id] = std::move(feed);
   return raw;
@@ -1048,7 +1071,7 @@ void Server::OnClientOverflow(Attachment& a) {
 void Server::OnClientDrained(WsClient* c) {
   if (c->close_after_flush) return;
   for (auto& [run, a] : c->attachments) {
-    if (a->mode == Attachment::kPaused) {
+    if (a->mode == Attachment::kPaused && !a->retry) {
       a->mode = Attachment::kReading;
       ScheduleRead(a);
     }
@@ -1078,7 +1101,7 @@ void Server::ScheduleRead(const std::shared_ptr<Attachment>& a) {
   if (f == feeds_.end()) return;
   int64_t target = a->attached_sent ? f->second->cursor : a->mark;
   if (a->cursor >= target) {
-    ContinueAttachment(a, 0);
+    ContinueAttachment(a, -1);  // nothing to read for this target
     return;
   }
   a->read_in_flight = true;
@@ -1168,14 +1191,21 @@ void Server::ContinueAttachment(const std::shared_ptr<Attachment>& a, int64_t ev
     return;
   }
   if (events_read == 0) {
-    // The store had nothing more although the feed has seen later events:
-    // should not happen (the bus publishes only committed events). Go live
-    // rather than spin; a later gap triggers another read.
+    // The store had nothing more although the feed has seen later events
+    // (a reader that does not see the newest commit yet): try again on the
+    // next ticks rather than spin; give up after ~5 s and go live (a later
+    // gap triggers another read).
+    if (++a->empty_reads <= 50) {
+      a->mode = Attachment::kPaused;
+      a->retry = true;
+      return;
+    }
     LogWarn("catch-up of {} found nothing after seq {} (feed at {})", a->run_id, a->cursor,
             feed.cursor);
     a->mode = Attachment::kLive;
     return;
   }
+  a->empty_reads = 0;
   if (c->queued_bytes >= config_.client_queue_bytes) {
     a->mode = Attachment::kPaused;
     return;
@@ -1230,8 +1260,10 @@ void Server::ShutdownStep() {
   if (phase_ == Phase::kClosing) {
     if (!clients_.empty() && NowMs() - drain_started_ms_ < 1000) return;
     phase_ = Phase::kDone;
-    if (manager_)
+    if (manager_) {
       for (auto& [run, feed] : feeds_) manager_->bus().Unsubscribe(feed->bus_sub);
+      manager_->bus().Unsubscribe(published_sub_);
+    }
     feeds_.clear();
     if (handles_open_) {
       handles_open_ = false;

@@ -51,6 +51,8 @@ struct Attachment {
   bool attached_sent = false;
   bool read_in_flight = false;
   bool alive = true;
+  bool retry = false;   // re-read on the next tick (the store had nothing yet)
+  int empty_reads = 0;
   Mode mode = kReading;
 };
 
@@ -224,6 +226,9 @@ class Server {
   std::unordered_map<lws*, std::unique_ptr<WsClient>> clients_;
   std::unordered_map<lws*, std::unique_ptr<HttpRequest>> http_;
   std::unordered_map<std::string, std::unique_ptr<Feed>> feeds_;
+  // Last seq the runtime's bus published, per run (a floor for new feeds).
+  std::unordered_map<std::string, int64_t> published_;
+  uint64_t published_sub_ = 0;
 
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};

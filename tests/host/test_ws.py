@@ -285,7 +285,8 @@ def test_reconnect_with_last_seq_loses_nothing_while_output_floods(host):
         await a.ws.close()  # drop mid-flood
         last = got[-1]["seq"]
         b = await Client.connect(host)
-        await b.request("run:attach", {"runId": run_id, "afterSeq": last})
+        r = await b.request("run:attach", {"runId": run_id, "afterSeq": last})
+        assert r["event"] == "ack", r
         await b.wait_output(run_id, b"flood-2-end\r\n", timeout=60)
         allev = got + b.events(run_id)
         assert_contiguous(allev)
