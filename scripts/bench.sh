@@ -12,3 +12,8 @@ for b in "$BUILD"/tests/bench/*_bench; do
   echo "# $(basename "$b")" >&2
   "$b" "$@"
 done
+for p in tests/bench/*_bench.py; do
+  [ -f "$p" ] || continue
+  echo "# $(basename "$p")" >&2
+  PYTHONPATH="$BUILD/bindings/python" /usr/bin/python3 "$p"
+done
