@@ -531,6 +531,10 @@ int main(int argc, char** argv) {
   Host host;
   host.Start(bin);
 
+  // First, on a fresh process: later runs free memory and make RSS deltas meaningless.
+  Emit("host_rss_per_idle_session_kb", RssPerIdleSessionKb(host, quick ? 20 : 50), "KiB",
+       "host process RSS growth per idle /bin/sh session with one attached client");
+
   int samples = quick ? 200 : 1000;
   auto bare_echo = BareEchoUs(samples);
   auto echo = WsEchoUs(host.port, samples);
@@ -557,8 +561,6 @@ int main(int argc, char** argv) {
   Emit("ws_fanout_100_clients_mbps", fan, "MB/s",
        std::to_string(fan_bytes / 1000000) + " MB session output x 100 clients, total delivered");
 
-  Emit("host_rss_per_idle_session_kb", RssPerIdleSessionKb(host, quick ? 20 : 50), "KiB",
-       "host process RSS growth per idle /bin/sh session with one attached client");
   host.Stop();
   return 0;
 }
