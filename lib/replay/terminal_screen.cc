@@ -1,0 +1,1153 @@
+// TerminalScreen on libvterm (see dispatch/screen.h).
+//
+// libvterm keeps some state it does not let us read back: the saved cursor,
+// tab stops, character sets, the main screen while the alternate one is
+// shown, whether the cursor sits in the "phantom" column after a glyph at the
+// right margin, and half-parsed input. To save a state that continues
+// exactly like the original, the input is split into whole units
+// (VtSegmenter) and fed one at a time, and this file tracks what libvterm
+// hides as it goes. Modes and the scroll region are asked from libvterm
+// itself (DECRQM, DECRQSS) when a repaint is made. The repaint is then the
+// saved state: loading a state replays its repaint into a fresh emulator.
+#include "dispatch/screen.h"
+
+#include <vterm.h>
+
+#include <cereal/archives/portable_binary.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/utility.hpp>
+#include <cereal/types/vector.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <sstream>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "replay/vt_segmenter.h"
+
+namespace dispatch {
+namespace {
+
+using internal::VtSegment;
+using internal::VtSegmenter;
+
+constexpr uint32_t kWideTail = 0xFFFFFFFFu;
+
+// ---- pens and cells ----
+
+struct Pen {
+  bool bold = false;
+  uint8_t underline = 0;
+  bool italic = false;
+  bool blink = false;
+  bool reverse = false;
+  bool strike = false;
+  uint8_t font = 0;
+  VTermColor fg{};
+  VTermColor bg{};
+};
+
+bool SameColor(const VTermColor& a, const VTermColor& b) {
+  uint8_t da = a.type & VTERM_COLOR_DEFAULT_MASK, db = b.type & VTERM_COLOR_DEFAULT_MASK;
+  if (da != db) return false;
+  if (da != 0) return true;  // both the default colour
+  if (VTERM_COLOR_IS_INDEXED(&a) != VTERM_COLOR_IS_INDEXED(&b)) return false;
+  if (VTERM_COLOR_IS_INDEXED(&a)) return a.indexed.idx == b.indexed.idx;
+  return a.rgb.red == b.rgb.red && a.rgb.green == b.rgb.green && a.rgb.blue == b.rgb.blue;
+}
+
+bool SamePen(const Pen& a, const Pen& b) {
+  return a.bold == b.bold && a.underline == b.underline && a.italic == b.italic &&
+         a.blink == b.blink && a.reverse == b.reverse && a.strike == b.strike &&
+         a.font == b.font && SameColor(a.fg, b.fg) && SameColor(a.bg, b.bg);
+}
+
+bool IsDefaultPen(const Pen& p) {
+  return !p.bold && p.underline == 0 && !p.italic && !p.blink && !p.reverse && !p.strike &&
+         p.font == 0 && (p.fg.type & VTERM_COLOR_DEFAULT_FG) && (p.bg.type & VTERM_COLOR_DEFAULT_BG);
+}
+
+Pen PenOf(const VTermScreenCell& c) {
+  Pen p;
+  p.bold = c.attrs.bold;
+  p.underline = static_cast<uint8_t>(c.attrs.underline);
+  p.italic = c.attrs.italic;
+  p.blink = c.attrs.blink;
+  p.reverse = c.attrs.reverse;
+  p.strike = c.attrs.strike;
+  p.font = static_cast<uint8_t>(c.attrs.font);
+  p.fg = c.fg;
+  p.bg = c.bg;
+  return p;
+}
+
+Pen PenOf(const VTermState* state) {
+  Pen p;
+  VTermValue v;
+  vterm_state_get_penattr(state, VTERM_ATTR_BOLD, &v);
+  p.bold = v.boolean;
+  vterm_state_get_penattr(state, VTERM_ATTR_UNDERLINE, &v);
+  p.underline = static_cast<uint8_t>(v.number);
+  vterm_state_get_penattr(state, VTERM_ATTR_ITALIC, &v);
+  p.italic = v.boolean;
+  vterm_state_get_penattr(state, VTERM_ATTR_BLINK, &v);
+  p.blink = v.boolean;
+  vterm_state_get_penattr(state, VTERM_ATTR_REVERSE, &v);
+  p.reverse = v.boolean;
+  vterm_state_get_penattr(state, VTERM_ATTR_STRIKE, &v);
+  p.strike = v.boolean;
+  vterm_state_get_penattr(state, VTERM_ATTR_FONT, &v);
+  p.font = static_cast<uint8_t>(v.number);
+  vterm_state_get_penattr(state, VTERM_ATTR_FOREGROUND, &v);
+  p.fg = v.color;
+  vterm_state_get_penattr(state, VTERM_ATTR_BACKGROUND, &v);
+  p.bg = v.color;
+  return p;
+}
+
+void AppendColor(std::string* out, const VTermColor& c, bool fg) {
+  if (c.type & VTERM_COLOR_DEFAULT_MASK) return;  // SGR 0 already reset it
+  if (VTERM_COLOR_IS_INDEXED(&c)) {
+    int i = c.indexed.idx;
+    if (i < 8) {
+      fmt::format_to(std::back_inserter(*out), ";{}", (fg ? 30 : 40) + i);
+    } else if (i < 16) {
+      fmt::format_to(std::back_inserter(*out), ";{}", (fg ? 90 : 100) + i - 8);
+    } else {
+      fmt::format_to(std::back_inserter(*out), ";{};5;{}", fg ? 38 : 48, i);
+    }
+  } else {
+    fmt::format_to(std::back_inserter(*out), ";{};2;{};{};{}", fg ? 38 : 48, c.rgb.red,
+                   c.rgb.green, c.rgb.blue);
+  }
+}
+
+// SGR that sets exactly `p` (from any previous pen).
+void AppendSgr(std::string* out, const Pen& p) {
+  out->append("\x1b[0");
+  if (p.bold) out->append(";1");
+  if (p.italic) out->append(";3");
+  if (p.underline == 1) out->append(";4");
+  if (p.underline == 2) out->append(";21");
+  if (p.underline == 3) out->append(";4:3");
+  if (p.blink) out->append(";5");
+  if (p.reverse) out->append(";7");
+  if (p.strike) out->append(";9");
+  if (p.font > 0 && p.font <= 9) fmt::format_to(std::back_inserter(*out), ";{}", 10 + p.font);
+  AppendColor(out, p.fg, true);
+  AppendColor(out, p.bg, false);
+  out->push_back('m');
+}
+
+void AppendUtf8(std::string* out, uint32_t cp) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x110000) {
+    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+void AppendCellChars(std::string* out, const VTermScreenCell& c) {
+  for (int i = 0; i < VTERM_MAX_CHARS_PER_CELL && c.chars[i]; ++i) AppendUtf8(out, c.chars[i]);
+}
+
+bool IsBlankDefault(const VTermScreenCell& c) {
+  return c.chars[0] == 0 && c.width == 1 && IsDefaultPen(PenOf(c));
+}
+
+// How many columns libvterm advances for code point `cp` printed on its own
+// (0: a combining mark with nothing to combine with) (asked of a scratch
+// emulator once per code point and thread, so it always agrees).
+int GlyphWidth(uint32_t cp) {
+  if (cp < 0x300) return 1;
+  thread_local std::unordered_map<uint32_t, int> cache;
+  auto it = cache.find(cp);
+  if (it != cache.end()) return it->second;
+  VTerm* vt = vterm_new(1, 4);
+  vterm_set_utf8(vt, 1);
+  VTermState* st = vterm_obtain_state(vt);
+  vterm_state_reset(st, 1);
+  std::string b;
+  AppendUtf8(&b, cp);
+  vterm_input_write(vt, b.data(), b.size());
+  VTermPos p;
+  vterm_state_get_cursorpos(st, &p);
+  vterm_free(vt);
+  int w = p.col;  // 0 for a combining mark, which libvterm puts without advancing
+  if (cache.size() < 65536) cache.emplace(cp, w);
+  return w;
+}
+
+// Paints one row of cells starting with the cursor at its first column.
+// `pen` is the pen in effect (nullopt: unknown) and is updated.
+//
+// libvterm marks the right half of a wide glyph with a placeholder cell and
+// derives widths from it, so a row can hold placeholders whose wide glyph
+// was overwritten ("orphans"), and wide glyphs whose right half was
+// overwritten. Both are made here the way they came about: an orphan by
+// printing a wide filler over it first and then the real cell over the
+// filler's left half.
+void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optional<Pen>* pen) {
+  auto tail = [&](int i) { return i >= 0 && i < n && cells[i].chars[0] == kWideTail; };
+  int last = n - 1;
+  while (last >= 0 && IsBlankDefault(cells[last])) --last;
+  if (last < 0) return;
+  // Which tails a wide glyph to their left makes naturally.
+  std::vector<int> gw(static_cast<size_t>(last + 1), 1);
+  std::vector<bool> must(static_cast<size_t>(last + 2), false);  // paint even if blank
+  std::vector<int> fillers;
+  for (int i = 0; i <= last; ++i) {
+    if (!tail(i) && cells[i].chars[0] != 0) gw[i] = GlyphWidth(cells[i].chars[0]);
+  }
+  auto natural = [&](int i) { return tail(i) && i > 0 && !tail(i - 1) && gw[i - 1] == 2; };
+  for (int i = 0; i <= last; ++i) {
+    if (tail(i)) {
+      // An orphan: a filler at i-1 makes it, if what is painted at i-1
+      // afterwards (a cell, or the right half of the glyph at i-2) does not.
+      if (!natural(i) && i > 0 && (!tail(i - 1) || natural(i - 1))) {
+        fillers.push_back(i - 1);
+        if (!tail(i - 1)) must[i - 1] = true;
+      }
+    } else if (gw[i] == 2 && i + 1 < n && !tail(i + 1)) {
+      must[i + 1] = true;  // its right half was overwritten: overwrite it again
+    }
+  }
+  auto set_pen = [&](const Pen& p) {
+    if (!pen->has_value() || !SamePen(**pen, p)) {
+      AppendSgr(out, p);
+      *pen = p;
+    }
+  };
+  int cur = 0;
+  auto move_to = [&](int col) {
+    if (col == cur) return;
+    if (col > cur && col - cur == 1) out->append("\x1b[C");
+    else if (col > cur) fmt::format_to(std::back_inserter(*out), "\x1b[{}C", col - cur);
+    else fmt::format_to(std::back_inserter(*out), "\x1b[{}G", col + 1);
+    cur = col;
+  };
+  // A cell that starts with a combining mark (one that came with nothing to
+  // combine with) must be painted before its left neighbour, else it would
+  // combine with it.
+  for (int i = 0; i <= last; ++i) {
+    if (!tail(i) && cells[i].chars[0] != 0 && gw[i] == 0) {
+      move_to(i);
+      set_pen(PenOf(cells[i]));
+      AppendCellChars(out, cells[i]);
+    }
+  }
+  // A wide glyph in the last column, its right half cut off (by an insert
+  // or a narrower window): print it one column to the left and push it
+  // right with ICH; the cell it leaves is painted below.
+  int clipped = -1;
+  if (n >= 2 && last == n - 1 && !tail(n - 1) && cells[n - 1].chars[0] != 0 && gw[n - 1] == 2) {
+    clipped = n - 1;
+    move_to(n - 2);
+    set_pen(PenOf(cells[n - 1]));
+    AppendCellChars(out, cells[n - 1]);
+    fmt::format_to(std::back_inserter(*out), "\x1b[{}G\x1b[@", n - 1);
+    cur = n - 2;
+    must[static_cast<size_t>(n - 2)] = true;
+  }
+  for (int f : fillers) {
+    move_to(f);
+    out->append("\xe4\xb8\x80");  // U+4E00, two columns
+    cur = f + 2;
+  }
+  for (int i = 0; i <= last;) {
+    const VTermScreenCell& c = cells[i];
+    if (tail(i) || (IsBlankDefault(c) && !must[i]) || (c.chars[0] != 0 && gw[i] == 0)) {
+      ++i;
+      continue;
+    }
+    if (c.chars[0] == 0) {  // erased: ECH the run with its pen
+      Pen p = PenOf(c);
+      int j = i + 1;
+      while (j <= last && cells[j].chars[0] == 0 && SamePen(PenOf(cells[j]), p)) ++j;
+      move_to(i);
+      set_pen(p);
+      if (j - i == 1) out->append("\x1b[X");
+      else fmt::format_to(std::back_inserter(*out), "\x1b[{}X", j - i);
+      i = j;
+      continue;
+    }
+    if (i == clipped) {
+      ++i;
+      continue;
+    }
+    move_to(i);
+    set_pen(PenOf(c));
+    AppendCellChars(out, c);
+    cur = std::min(i + gw[i], n - 1);
+    ++i;
+  }
+}
+
+ScreenCell ToPublicCell(const VTermScreenCell& c) {
+  ScreenCell out;
+  if (c.chars[0] == kWideTail) {
+    out.width = 0;  // the right half of a wide glyph: nothing of its own
+    return out;
+  } else {
+    for (int i = 0; i < VTERM_MAX_CHARS_PER_CELL && c.chars[i]; ++i) {
+      out.chars.push_back(static_cast<char32_t>(c.chars[i]));
+    }
+    out.width = static_cast<uint8_t>(c.width);
+  }
+  out.bold = c.attrs.bold;
+  out.italic = c.attrs.italic;
+  out.blink = c.attrs.blink;
+  out.reverse = c.attrs.reverse;
+  out.strike = c.attrs.strike;
+  out.underline = static_cast<uint8_t>(c.attrs.underline);
+  out.font = static_cast<uint8_t>(c.attrs.font);
+  auto conv = [](const VTermColor& v) {
+    TermColor t;
+    if (v.type & VTERM_COLOR_DEFAULT_MASK) return t;
+    if (VTERM_COLOR_IS_INDEXED(&v)) {
+      t.kind = TermColor::Kind::kIndexed;
+      t.index = v.indexed.idx;
+    } else {
+      t.kind = TermColor::Kind::kRgb;
+      t.r = v.rgb.red;
+      t.g = v.rgb.green;
+      t.b = v.rgb.blue;
+    }
+    return t;
+  };
+  out.fg = conv(c.fg);
+  out.bg = conv(c.bg);
+  return out;
+}
+
+std::string CellsText(const VTermScreenCell* cells, int n) {
+  std::string s;
+  size_t keep = 0;
+  for (int i = 0; i < n; ++i) {
+    const VTermScreenCell& c = cells[i];
+    if (c.chars[0] == kWideTail) continue;
+    if (c.chars[0] == 0) {
+      s.push_back(' ');
+      continue;
+    }
+    AppendCellChars(&s, c);
+    keep = s.size();
+  }
+  s.resize(keep);
+  return s;
+}
+
+VTerm* NewVterm(int rows, int cols) {
+  VTerm* vt = vterm_new(rows, cols);
+  vterm_set_utf8(vt, 1);
+  return vt;
+}
+
+// The cells of one encoded row (see AppendRow), decoded by a scratch
+// emulator `cols` wide.
+std::vector<VTermScreenCell> DecodeRow(std::string_view encoded, int cols) {
+  VTerm* vt = NewVterm(1, cols);
+  VTermScreen* screen = vterm_obtain_screen(vt);
+  vterm_screen_reset(screen, 1);
+  vterm_input_write(vt, encoded.data(), encoded.size());
+  std::vector<VTermScreenCell> cells(static_cast<size_t>(cols));
+  for (int c = 0; c < cols; ++c) vterm_screen_get_cell(screen, VTermPos{0, c}, &cells[c]);
+  vterm_free(vt);
+  return cells;
+}
+
+uint64_t Fnv1a(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// The serialised form of a state (inside a magic + checksum envelope).
+struct StateData {
+  int32_t cols = 0;
+  int32_t rows = 0;
+  std::string repaint;                                   // without scrollback
+  std::vector<std::pair<int32_t, std::string>> scrollback;  // (width, encoded row)
+
+  template <class Archive>
+  void serialize(Archive& ar, const std::uint32_t /*version*/) {
+    ar(cols, rows, repaint, scrollback);
+  }
+};
+
+constexpr char kStateMagic[4] = {'D', 'S', 'C', 'R'};
+
+}  // namespace
+}  // namespace dispatch
+
+CEREAL_CLASS_VERSION(dispatch::StateData, 1);
+
+namespace dispatch {
+
+struct TerminalScreen::Impl {
+  VTerm* vt = nullptr;
+  VTermScreen* screen = nullptr;
+  VTermState* state = nullptr;
+  int rows = 24, cols = 80;
+  size_t sb_limit = 1000;
+  std::deque<std::pair<int32_t, std::string>> scrollback;
+
+  // Properties reported by libvterm.
+  std::string title, icon;
+  bool cursor_visible = true, cursor_blink = true;
+  int cursor_shape = VTERM_PROP_CURSORSHAPE_BLOCK;
+  bool alt = false;
+
+  // What libvterm hides, tracked from the input.
+  VtSegmenter segmenter;
+  bool irm = false, lnm = false, keypad = false, declrmm = false, autowrap = true;
+  std::vector<bool> tabs;
+  char charset[4] = {0, 0, 0, 0};  // designated G0–G3 ('0', 'A', 'B'); 0 = default
+  int gl = 0;
+  struct Saved {
+    bool valid = false;
+    VTermPos pos{0, 0};
+    Pen pen;
+    bool visible = true, blink = true;
+    int shape = VTERM_PROP_CURSORSHAPE_BLOCK;
+  } saved;
+  std::vector<VTermScreenCell> primary;  // the main screen while alt is shown
+  int primary_rows = 0, primary_cols = 0;
+  bool phantom = false;  // the cursor waits in the phantom column
+  struct Glyph {
+    bool valid = false;
+    VTermPos pos{0, 0};
+    int width = 1;
+    bool autowrap = true;
+  } glyph;
+
+  // Per-unit observation.
+  int damage_count = 0;
+  VTermRect last_damage{0, 0, 0, 0};
+  std::string* query_out = nullptr;
+
+  ~Impl() {
+    if (vt) vterm_free(vt);
+  }
+
+  static int OnDamage(VTermRect rect, void* user) {
+    auto* self = static_cast<Impl*>(user);
+    ++self->damage_count;
+    self->last_damage = rect;
+    return 1;
+  }
+  static int OnMoveRect(VTermRect, VTermRect, void* user) {
+    ++static_cast<Impl*>(user)->damage_count;
+    return 1;
+  }
+  static int OnMoveCursor(VTermPos, VTermPos, int, void*) { return 1; }
+  static int OnBell(void*) { return 1; }
+  static int OnResize(int, int, void*) { return 1; }
+  static int OnProp(VTermProp prop, VTermValue* val, void* user) {
+    auto* self = static_cast<Impl*>(user);
+    switch (prop) {
+      case VTERM_PROP_CURSORVISIBLE: self->cursor_visible = val->boolean; break;
+      case VTERM_PROP_CURSORBLINK: self->cursor_blink = val->boolean; break;
+      case VTERM_PROP_CURSORSHAPE: self->cursor_shape = val->number; break;
+      case VTERM_PROP_ALTSCREEN: self->alt = val->boolean; break;
+      case VTERM_PROP_TITLE: self->title = val->string ? val->string : ""; break;
+      case VTERM_PROP_ICONNAME: self->icon = val->string ? val->string : ""; break;
+      default: break;
+    }
+    return 1;
+  }
+  static int OnPushLine(int cols, const VTermScreenCell* cells, void* user) {
+    auto* self = static_cast<Impl*>(user);
+    if (self->sb_limit == 0) return 1;
+    std::string enc;
+    std::optional<Pen> pen = Pen{};
+    pen->fg.type = VTERM_COLOR_DEFAULT_FG;
+    pen->bg.type = VTERM_COLOR_DEFAULT_BG;
+    AppendRow(&enc, cells, cols, &pen);
+    self->scrollback.emplace_back(cols, std::move(enc));
+    while (self->scrollback.size() > self->sb_limit) self->scrollback.pop_front();
+    return 1;
+  }
+  static int OnPopLine(int cols, VTermScreenCell* cells, void* user) {
+    auto* self = static_cast<Impl*>(user);
+    if (self->scrollback.empty()) return 0;
+    auto line = std::move(self->scrollback.back());
+    self->scrollback.pop_back();
+    std::vector<VTermScreenCell> dec = DecodeRow(line.second, std::max(line.first, 1));
+    VTermScreenCell blank{};
+    blank.width = 1;
+    blank.fg.type = VTERM_COLOR_DEFAULT_FG;
+    blank.bg.type = VTERM_COLOR_DEFAULT_BG;
+    for (int c = 0; c < cols; ++c) cells[c] = c < static_cast<int>(dec.size()) ? dec[c] : blank;
+    return 1;
+  }
+  static void OnOutput(const char* s, size_t len, void* user) {
+    auto* self = static_cast<Impl*>(user);
+    if (self->query_out) self->query_out->append(s, len);
+  }
+
+  void Init(int r, int c) {
+    rows = r;
+    cols = c;
+    vt = NewVterm(rows, cols);
+    screen = vterm_obtain_screen(vt);
+    state = vterm_obtain_state(vt);
+    static const VTermScreenCallbacks kCallbacks = {
+        &Impl::OnDamage, &Impl::OnMoveRect, &Impl::OnMoveCursor, &Impl::OnProp,
+        &Impl::OnBell,   &Impl::OnResize,   &Impl::OnPushLine,   &Impl::OnPopLine,
+    };
+    vterm_screen_set_callbacks(screen, &kCallbacks, this);
+    vterm_output_set_callback(vt, &Impl::OnOutput, this);
+    vterm_screen_enable_altscreen(screen, 1);
+    vterm_screen_reset(screen, 1);
+    ResetTracked();
+  }
+
+  void ResetTracked() {
+    irm = lnm = keypad = declrmm = false;
+    autowrap = true;
+    tabs.assign(static_cast<size_t>(cols), false);
+    for (int i = 0; i < cols; i += 8) tabs[static_cast<size_t>(i)] = true;
+    std::fill(std::begin(charset), std::end(charset), 0);
+    gl = 0;
+  }
+
+  VTermPos Cursor() const {
+    VTermPos p;
+    vterm_state_get_cursorpos(state, &p);
+    return p;
+  }
+
+  void SaveCursor() {
+    saved.valid = true;
+    saved.pos = Cursor();
+    saved.pen = PenOf(state);
+    saved.visible = cursor_visible;
+    saved.blink = cursor_blink;
+    saved.shape = cursor_shape;
+  }
+
+  void CapturePrimary() {
+    primary.resize(static_cast<size_t>(rows) * cols);
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < cols; ++c) {
+        vterm_screen_get_cell(screen, VTermPos{r, c}, &primary[static_cast<size_t>(r) * cols + c]);
+      }
+    }
+    primary_rows = rows;
+    primary_cols = cols;
+  }
+
+  // Before libvterm sees the unit: record what it will hide.
+  void Before(const VtSegment& s) {
+    using K = VtSegment::Kind;
+    if (s.kind == K::kEscape && s.intermed.empty()) {
+      switch (s.final) {
+        case '7': SaveCursor(); break;
+        case 'H': {
+          int col = Cursor().col;
+          if (col >= 0 && col < cols) tabs[static_cast<size_t>(col)] = true;
+          break;
+        }
+        default: break;
+      }
+    } else if (s.kind == K::kCsi && s.intermed.empty()) {
+      // (libvterm 0.1 does not implement CSI s / CSI u as save/restore.)
+      if (s.leader == "?" && s.final == 'h') {
+        for (long a : s.args) {
+          if (a == 1049) SaveCursor();
+          if ((a == 1047 || a == 1049) && !alt) CapturePrimary();
+        }
+      }
+      if (s.leader.empty() && s.final == 'g') {
+        long a = s.args.empty() ? VtSegment::kMissing : s.args[0];
+        if (a == VtSegment::kMissing || a == 0) {
+          int col = Cursor().col;
+          if (col >= 0 && col < cols) tabs[static_cast<size_t>(col)] = false;
+        } else if (a == 3) {
+          std::fill(tabs.begin(), tabs.end(), false);
+        }
+      }
+    }
+  }
+
+  // After libvterm has seen the unit: mirror its effect on hidden state.
+  void After(const VtSegment& s) {
+    using K = VtSegment::Kind;
+    if (s.kind == K::kControl) {
+      if (s.final == 0x0e) gl = 1;
+      if (s.final == 0x0f) gl = 0;
+    } else if (s.kind == K::kEscape) {
+      if (s.intermed.empty()) {
+        switch (s.final) {
+          case '=': keypad = true; break;
+          case '>': keypad = false; break;
+          case 'c': ResetTracked(); break;
+          case 'n': gl = 2; break;
+          case 'o': gl = 3; break;
+          default: break;
+        }
+      } else if (s.intermed.size() == 1 && s.intermed[0] >= '(' && s.intermed[0] <= '+') {
+        if (s.final == '0' || s.final == 'A' || s.final == 'B') {
+          charset[s.intermed[0] - '('] = s.final;
+        }
+      }
+    } else if (s.kind == K::kCsi) {
+      // (libvterm 0.1 does not implement DECSTR, CSI ! p.)
+      if (!s.intermed.empty() || (s.final != 'h' && s.final != 'l')) return;
+      bool on = s.final == 'h';
+      for (long a : s.args) {
+        if (s.leader.empty()) {
+          if (a == 4) irm = on;
+          if (a == 20) lnm = on;
+        } else if (s.leader == "?") {
+          if (a == 69) declrmm = on;
+          if (a == 7) autowrap = on;
+        }
+      }
+    }
+  }
+
+  void Feed(const VtSegment& s) {
+    Before(s);
+    VTermPos before = Cursor();
+    damage_count = 0;
+    vterm_input_write(vt, s.bytes.data(), s.bytes.size());
+    VTermPos after = Cursor();
+    bool moved = before.row != after.row || before.col != after.col;
+    if (s.kind == VtSegment::Kind::kText) {
+      if (damage_count > 0 && last_damage.end_row == last_damage.start_row + 1) {
+        glyph.valid = true;
+        glyph.pos = VTermPos{last_damage.start_row, last_damage.start_col};
+        glyph.width = last_damage.end_col - last_damage.start_col;
+        glyph.autowrap = autowrap;
+        // libvterm sets its phantom flag when a glyph ends at the margin
+        // with autowrap on, and clears it only when the cursor moves.
+        phantom = autowrap && last_damage.end_col >= cols && after.row == glyph.pos.row &&
+                  after.col == glyph.pos.col;
+      } else if (moved) {
+        phantom = false;
+      }
+    } else {
+      if (damage_count > 0 || moved) glyph.valid = false;
+      if (moved) phantom = false;
+    }
+    After(s);
+  }
+
+  void Write(std::string_view bytes) {
+    segmenter.Feed(bytes, [this](const VtSegment& s) { Feed(s); });
+  }
+
+  void DoResize(int c, int r) {
+    VTermPos before = Cursor();
+    Pen pen = PenOf(state);
+    int old_cols = cols;
+    vterm_set_size(vt, r, c);
+    rows = r;
+    cols = c;
+    VTermPos after = Cursor();
+    if (before.row != after.row || before.col != after.col || old_cols != c) {
+      glyph.valid = false;
+      phantom = false;
+    }
+    ClampCursor();
+    ClampMargins();
+    ClampSavedCursor();
+    // Tab stops: kept where they were, the default every 8 in new columns.
+    std::vector<bool> t(static_cast<size_t>(c), false);
+    for (int i = 0; i < c; ++i) {
+      t[static_cast<size_t>(i)] = i < old_cols ? tabs[static_cast<size_t>(i)] : (i % 8 == 0);
+    }
+    tabs.swap(t);
+    if (alt && !primary.empty()) {
+      // libvterm crops or extends the hidden main screen, new cells erased
+      // with the current pen.
+      VTermScreenCell fill{};
+      fill.width = 1;
+      fill.attrs.bold = pen.bold;
+      fill.attrs.underline = pen.underline;
+      fill.attrs.italic = pen.italic;
+      fill.attrs.blink = pen.blink;
+      fill.attrs.reverse = pen.reverse;
+      fill.attrs.strike = pen.strike;
+      fill.attrs.font = pen.font;
+      fill.fg = pen.fg;
+      fill.bg = pen.bg;
+      std::vector<VTermScreenCell> np(static_cast<size_t>(r) * c, fill);
+      for (int y = 0; y < r && y < primary_rows; ++y) {
+        for (int x = 0; x < c && x < primary_cols; ++x) {
+          np[static_cast<size_t>(y) * c + x] = primary[static_cast<size_t>(y) * primary_cols + x];
+        }
+      }
+      primary.swap(np);
+      primary_rows = r;
+      primary_cols = c;
+    }
+  }
+
+  // libvterm 0.1 keeps the scroll region and left/right margins when the
+  // screen shrinks below them, and then writes out of bounds (memmove with
+  // a negative size). Shrink them to the screen, as xterm does, and put the
+  // cursor back where it was.
+  void ClampMargins() {
+    auto [top, bottom] = QueryRegion("r");
+    bool lr = declrmm;
+    auto [left, right] = lr ? QueryRegion("s") : std::pair<int, int>{1, cols};
+    bool rows_ok = top < bottom && bottom <= rows;
+    bool cols_ok = left < right && right <= cols;
+    if (rows_ok && cols_ok) return;
+    VTermPos cur = Cursor();
+    std::string fix;
+    if (!rows_ok) {
+      int nb = std::min(bottom, rows);
+      if (top < nb) fix += fmt::format("\x1b[{};{}r", top, nb);
+      else fix += "\x1b[r";
+    }
+    if (!cols_ok) {
+      int nr = std::min(right, cols);
+      if (left < nr) fix += fmt::format("\x1b[{};{}s", left, nr);
+      else fix += "\x1b[s";
+    }
+    bool origin = QueryDecMode(6) == 1;
+    if (std::getenv("DISPATCH_TRACE_FIX")) {
+      for (unsigned char ch : fix) std::fprintf(stderr, ch < 32 ? "\\x%02x" : "%c", ch);
+      std::fprintf(stderr, "  <- margin fix\n");
+    }
+    vterm_input_write(vt, fix.data(), fix.size());
+    int ntop = QueryRegion("r").first;
+    int row = cur.row - (origin ? ntop - 1 : 0);
+    std::string cup = fmt::format("\x1b[{};{}H", std::max(row, 0) + 1, cur.col + 1);
+    vterm_input_write(vt, cup.data(), cup.size());
+    glyph.valid = false;
+    phantom = false;
+  }
+
+  // libvterm 0.1 can move the cursor above the screen when it shrinks
+  // (content below scrolls up, the cursor with it, unclamped), and then
+  // reads out of bounds. Put it back on the screen.
+  void ClampCursor() {
+    VTermPos cur = Cursor();
+    if (cur.row >= 0 && cur.col >= 0 && cur.row < rows && cur.col < cols) return;
+    int row = std::clamp(cur.row, 0, rows - 1), col = std::clamp(cur.col, 0, cols - 1);
+    bool origin = QueryDecMode(6) == 1;
+    int top = origin ? QueryRegion("r").first - 1 : 0;
+    std::string fix = fmt::format("\x1b[{};{}H", std::max(row - top, 0) + 1, col + 1);
+    vterm_input_write(vt, fix.data(), fix.size());
+    glyph.valid = false;
+    phantom = false;
+  }
+
+  // libvterm 0.1 also keeps a saved cursor (DECSC) outside a shrunken
+  // screen and restores it there. Move it inside, as xterm does, keeping the
+  // saved pen and cursor style, and leave everything else as it was.
+  void ClampSavedCursor() {
+    if (!saved.valid || (saved.pos.row >= 0 && saved.pos.col >= 0 && saved.pos.row < rows &&
+                         saved.pos.col < cols)) {
+      return;
+    }
+    VTermPos cur = Cursor();
+    Pen pen = PenOf(state);
+    bool vis = cursor_visible, blink = cursor_blink;
+    int shape = cursor_shape;
+    bool origin = QueryDecMode(6) == 1;
+    VTermPos clamped{std::clamp(saved.pos.row, 0, rows - 1), std::clamp(saved.pos.col, 0, cols - 1)};
+    std::string fix;
+    if (origin) fix += "\x1b[?6l";
+    // Not DECRC: libvterm would put the cursor outside the screen.
+    fix += fmt::format("\x1b[{};{}H", clamped.row + 1, clamped.col + 1);
+    AppendSgr(&fix, saved.pen);
+    {
+      int sn = saved.shape == VTERM_PROP_CURSORSHAPE_UNDERLINE  ? 3
+               : saved.shape == VTERM_PROP_CURSORSHAPE_BAR_LEFT ? 5
+                                                                : 1;
+      if (!saved.blink) ++sn;
+      fix += fmt::format("\x1b[{} q\x1b[?25{}\x1b" "7", sn, saved.visible ? 'h' : 'l');
+    }
+    if (origin) fix += "\x1b[?6h";
+    int top = origin ? QueryRegion("r").first - 1 : 0;
+    fix += fmt::format("\x1b[{};{}H", cur.row - top + 1, cur.col + 1);
+    AppendSgr(&fix, pen);
+    int n = shape == VTERM_PROP_CURSORSHAPE_UNDERLINE ? 3 : shape == VTERM_PROP_CURSORSHAPE_BAR_LEFT ? 5 : 1;
+    if (!blink) ++n;
+    fix += fmt::format("\x1b[{} q\x1b[?25{}", n, vis ? 'h' : 'l');
+    if (std::getenv("DISPATCH_TRACE_FIX")) {
+      for (unsigned char ch : fix) std::fprintf(stderr, ch < 32 ? "\\x%02x" : "%c", ch);
+      std::fprintf(stderr, "  <- saved fix\n");
+    }
+    vterm_input_write(vt, fix.data(), fix.size());
+    saved.pos = clamped;
+    glyph.valid = false;
+    phantom = false;
+  }
+
+  // Asks libvterm for a DEC private mode: 1 set, 2 reset, 0 unknown.
+  int QueryDecMode(int mode) {
+    std::string out;
+    query_out = &out;
+    std::string q = fmt::format("\x1b[?{}$p", mode);
+    vterm_input_write(vt, q.data(), q.size());
+    query_out = nullptr;
+    // Reply: ESC [ ? mode ; value $ y
+    size_t semi = out.find(';');
+    if (semi == std::string::npos || semi + 1 >= out.size()) return 0;
+    return out[semi + 1] - '0';
+  }
+
+  // Asks libvterm for the scroll region (DECRQSS r): 1-based top, bottom.
+  // Or the left/right margins (DECRQSS s) with which = "s".
+  std::pair<int, int> QueryRegion(const char* which = "r") {
+    std::string out;
+    query_out = &out;
+    std::string q = fmt::format("\x1bP$q{}\x1b\\", which);
+    vterm_input_write(vt, q.data(), q.size());
+    query_out = nullptr;
+    int top = 1, bottom = which[0] == 's' ? cols : rows;
+    size_t p = out.find("$r");
+    if (p != std::string::npos &&
+        std::sscanf(out.c_str() + p + 2, "%d;%d", &top, &bottom) != 2) {
+      top = 1;
+      bottom = which[0] == 's' ? cols : rows;
+    }
+    return {top, bottom};
+  }
+
+  std::string Repaint(const RepaintOptions& options) {
+    std::string out;
+    out.reserve(static_cast<size_t>(rows) * cols);
+    if (options.reset) out.append("\x1b" "c");
+    Pen def;
+    def.fg.type = VTERM_COLOR_DEFAULT_FG;
+    def.bg.type = VTERM_COLOR_DEFAULT_BG;
+    std::optional<Pen> pen = def;
+    auto cup = [&](int r, int c) { fmt::format_to(std::back_inserter(out), "\x1b[{};{}H", r + 1, c + 1); };
+    auto set_pen = [&](const Pen& p) {
+      if (!pen || !SamePen(*pen, p)) {
+        AppendSgr(&out, p);
+        pen = p;
+      }
+    };
+
+    if (options.include_scrollback && !scrollback.empty()) {
+      out.append("\x1b[H");
+      for (const auto& [width, enc] : scrollback) {
+        std::vector<VTermScreenCell> cells = DecodeRow(enc, std::max(width, 1));
+        int n = std::min(width, cols);
+        // A wide glyph cut at the right edge would wrap: drop it.
+        if (n > 0 && n < width && cells[static_cast<size_t>(n) - 1].width == 2) --n;
+        AppendRow(&out, cells.data(), n, &pen);
+        set_pen(def);
+        out.append("\r\n");
+      }
+      cup(rows - 1, 0);
+      size_t lfs = std::min(scrollback.size(), static_cast<size_t>(rows - 1));
+      out.append(lfs, '\n');
+      out.append("\x1b[H");
+    }
+
+    // The main screen (from our copy while the alternate one is shown).
+    std::vector<VTermScreenCell> row(static_cast<size_t>(cols));
+    auto paint_current = [&] {
+      for (int r = 0; r < rows; ++r) {
+        for (int c = 0; c < cols; ++c) vterm_screen_get_cell(screen, VTermPos{r, c}, &row[c]);
+        int last = cols - 1;
+        while (last >= 0 && IsBlankDefault(row[static_cast<size_t>(last)])) --last;
+        if (last < 0) continue;
+        cup(r, 0);
+        AppendRow(&out, row.data(), cols, &pen);
+      }
+    };
+    if (alt && !primary.empty()) {
+      for (int r = 0; r < primary_rows && r < rows; ++r) {
+        const VTermScreenCell* cells = &primary[static_cast<size_t>(r) * primary_cols];
+        int n = std::min(primary_cols, cols);
+        int last = n - 1;
+        while (last >= 0 && IsBlankDefault(cells[last])) --last;
+        if (last < 0) continue;
+        cup(r, 0);
+        AppendRow(&out, cells, n, &pen);
+      }
+      set_pen(def);
+      out.append("\x1b[?1047h");
+      paint_current();
+    } else if (alt) {
+      set_pen(def);
+      out.append("\x1b[?1047h");
+      paint_current();
+    } else {
+      paint_current();
+    }
+
+    // The saved cursor (DECSC), with its pen and cursor style.
+    auto cursor_style = [&](bool visible, bool blink, int shape) {
+      if (blink != true || shape != VTERM_PROP_CURSORSHAPE_BLOCK) {
+        int n = shape == VTERM_PROP_CURSORSHAPE_UNDERLINE  ? 3
+                : shape == VTERM_PROP_CURSORSHAPE_BAR_LEFT ? 5
+                                                           : 1;
+        if (!blink) ++n;
+        fmt::format_to(std::back_inserter(out), "\x1b[{} q", n);
+      }
+      if (!visible) out.append("\x1b[?25l");
+    };
+    if (saved.valid) {
+      cup(saved.pos.row, saved.pos.col);
+      set_pen(saved.pen);
+      cursor_style(saved.visible, saved.blink, saved.shape);
+      out.append("\x1b" "7");
+      if (!saved.visible) out.append("\x1b[?25h");
+      if (saved.blink != true || saved.shape != VTERM_PROP_CURSORSHAPE_BLOCK) out.append("\x1b[1 q");
+    }
+
+    // Tab stops.
+    bool default_tabs = true;
+    for (int i = 0; i < cols; ++i) default_tabs &= tabs[static_cast<size_t>(i)] == (i % 8 == 0);
+    if (!default_tabs) {
+      out.append("\x1b[3g");
+      for (int i = 0; i < cols; ++i) {
+        if (tabs[static_cast<size_t>(i)]) {
+          cup(0, i);
+          out.append("\x1bH");
+        }
+      }
+    }
+
+    // DEC private modes, as libvterm reports them (default: only 7 set).
+    static constexpr int kModes[] = {1, 5, 1000, 1002, 1003, 1004, 1005, 1006, 1015, 2004};
+    for (int m : kModes) {
+      if (QueryDecMode(m) == 1) fmt::format_to(std::back_inserter(out), "\x1b[?{}h", m);
+    }
+    if (keypad) out.append("\x1b=");
+    if (lnm) out.append("\x1b[20h");
+
+    // Scroll region and origin mode (both home the cursor).
+    auto [top, bottom] = QueryRegion();
+    if (top != 1 || bottom != rows) fmt::format_to(std::back_inserter(out), "\x1b[{};{}r", top, bottom);
+    bool origin = QueryDecMode(6) == 1;
+    if (origin) out.append("\x1b[?6h");
+    if (declrmm) out.append("\x1b[?69h");
+
+    // Cursor style, title.
+    cursor_style(cursor_visible, cursor_blink, cursor_shape);
+    if (!icon.empty()) fmt::format_to(std::back_inserter(out), "\x1b]1;{}\x07", icon);
+    if (!title.empty()) fmt::format_to(std::back_inserter(out), "\x1b]2;{}\x07", title);
+
+    // The cursor. In the phantom column (after a glyph at the right margin,
+    // before the wrap) print what that cell holds so the next glyph wraps;
+    // just after the last glyph printed, print that glyph again so that a
+    // combining mark that follows joins it, as it would have.
+    VTermPos cur = Cursor();
+    int origin_row = origin ? top - 1 : 0;
+    bool real_autowrap = QueryDecMode(7) != 2;
+    VTermScreenCell ccell{};
+    vterm_screen_get_cell(screen, cur, &ccell);
+    bool reprint = false;
+    VTermScreenCell gcell{};
+    if (!phantom && glyph.valid) {
+      vterm_screen_get_cell(screen, glyph.pos, &gcell);
+      bool after = cur.row == glyph.pos.row && cur.col == glyph.pos.col + glyph.width;
+      reprint = after && gcell.chars[0] != 0 && gcell.chars[0] != kWideTail &&
+                gcell.width == glyph.width && GlyphWidth(gcell.chars[0]) == glyph.width;
+    }
+    VTermPos target = reprint ? glyph.pos : cur;
+    // Move somewhere else first so a phantom column left by painting is
+    // cancelled even if the target is where the cursor already is.
+    int tr = target.row - origin_row, tc = target.col;
+    if (tr == 0 && tc == 0) fmt::format_to(std::back_inserter(out), "\x1b[{};{}H", 1, 2);
+    else out.append("\x1b[H");
+    cup(tr, tc);
+    if (phantom) {
+      if (ccell.chars[0] != 0 && ccell.chars[0] != kWideTail &&
+          GlyphWidth(ccell.chars[0]) >= 1 && cur.col + GlyphWidth(ccell.chars[0]) >= cols) {
+        set_pen(PenOf(ccell));
+        AppendCellChars(&out, ccell);
+      } else if (ccell.chars[0] == 0) {
+        out.push_back('x');  // sets the phantom column; then erase the cell
+        set_pen(PenOf(ccell));
+        out.append("\x1b[X");
+      }
+    } else if (reprint) {
+      set_pen(PenOf(gcell));
+      AppendCellChars(&out, gcell);
+    }
+    if (!real_autowrap) out.append("\x1b[?7l");
+    if (irm) out.append("\x1b[4h");
+    for (int g = 0; g < 4; ++g) {
+      if (charset[g]) {
+        out.push_back('\x1b');
+        out.push_back(static_cast<char>('(' + g));
+        out.push_back(charset[g]);
+      }
+    }
+    if (gl == 1) out.push_back('\x0e');
+    if (gl == 2) out.append("\x1bn");
+    if (gl == 3) out.append("\x1bo");
+    set_pen(PenOf(state));
+    out.append(segmenter.pending());
+    return out;
+  }
+};
+
+TerminalScreen::TerminalScreen(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TerminalScreen::~TerminalScreen() = default;
+
+static Status CheckSize(int cols, int rows) {
+  if (cols < 1 || rows < 1 || cols > kMaxScreenCols || rows > kMaxScreenRows) {
+    return Status::InvalidArgument(fmt::format(
+        "terminal size {}x{} is out of range (1..{} columns, 1..{} rows)", cols, rows,
+        kMaxScreenCols, kMaxScreenRows));
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<TerminalScreen>> TerminalScreen::Create(const ScreenOptions& options) {
+  if (Status s = CheckSize(options.cols, options.rows); !s.ok()) return s;
+  auto impl = std::make_unique<Impl>();
+  impl->sb_limit = options.scrollback_lines;
+  impl->Init(options.rows, options.cols);
+  return std::unique_ptr<TerminalScreen>(new TerminalScreen(std::move(impl)));
+}
+
+Result<std::unique_ptr<TerminalScreen>> TerminalScreen::Load(std::string_view data,
+                                                             const ScreenOptions& options) {
+  if (data.size() < 12 || std::memcmp(data.data(), kStateMagic, 4) != 0) {
+    return Status::Corruption("not a terminal screen state");
+  }
+  uint64_t sum = 0;
+  std::memcpy(&sum, data.data() + 4, 8);
+  std::string_view body = data.substr(12);
+  if (Fnv1a(body) != sum) return Status::Corruption("terminal screen state checksum mismatch");
+  StateData st;
+  try {
+    std::istringstream in{std::string(body)};
+    cereal::PortableBinaryInputArchive ar(in);
+    ar(st);
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string("terminal screen state is malformed: ") + e.what());
+  }
+  if (Status s = CheckSize(st.cols, st.rows); !s.ok()) {
+    return Status::Corruption("terminal screen state has a bad size: " + s.message());
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->sb_limit = options.scrollback_lines;
+  impl->Init(st.rows, st.cols);
+  for (auto& line : st.scrollback) {
+    if (line.first < 1 || line.first > kMaxScreenCols) {
+      return Status::Corruption("terminal screen state has a bad scrollback line");
+    }
+    impl->scrollback.push_back(std::move(line));
+  }
+  while (impl->scrollback.size() > impl->sb_limit) impl->scrollback.pop_front();
+  impl->Write(st.repaint);
+  return std::unique_ptr<TerminalScreen>(new TerminalScreen(std::move(impl)));
+}
+
+void TerminalScreen::Write(std::string_view bytes) { impl_->Write(bytes); }
+
+Status TerminalScreen::Resize(int cols, int rows) {
+  if (Status s = CheckSize(cols, rows); !s.ok()) return s;
+  if (cols == impl_->cols && rows == impl_->rows) return Status::Ok();
+  impl_->DoResize(cols, rows);
+  return Status::Ok();
+}
+
+int TerminalScreen::cols() const { return impl_->cols; }
+int TerminalScreen::rows() const { return impl_->rows; }
+
+CursorState TerminalScreen::cursor() const {
+  CursorState c;
+  VTermPos p = impl_->Cursor();
+  c.row = p.row;
+  c.col = p.col;
+  c.visible = impl_->cursor_visible;
+  c.blink = impl_->cursor_blink;
+  c.shape = impl_->cursor_shape == VTERM_PROP_CURSORSHAPE_UNDERLINE  ? CursorShape::kUnderline
+            : impl_->cursor_shape == VTERM_PROP_CURSORSHAPE_BAR_LEFT ? CursorShape::kBar
+                                                                     : CursorShape::kBlock;
+  return c;
+}
+
+bool TerminalScreen::alt_screen() const { return impl_->alt; }
+const std::string& TerminalScreen::title() const { return impl_->title; }
+const std::string& TerminalScreen::icon_name() const { return impl_->icon; }
+
+ScreenCell TerminalScreen::cell(int row, int col) const {
+  if (row < 0 || col < 0 || row >= impl_->rows || col >= impl_->cols) return ScreenCell{};
+  VTermScreenCell c;
+  vterm_screen_get_cell(impl_->screen, VTermPos{row, col}, &c);
+  return ToPublicCell(c);
+}
+
+std::string TerminalScreen::RowText(int row) const {
+  if (row < 0 || row >= impl_->rows) return {};
+  std::vector<VTermScreenCell> cells(static_cast<size_t>(impl_->cols));
+  for (int c = 0; c < impl_->cols; ++c) {
+    vterm_screen_get_cell(impl_->screen, VTermPos{row, c}, &cells[c]);
+  }
+  return CellsText(cells.data(), impl_->cols);
+}
+
+std::string TerminalScreen::Text() const {
+  std::string s;
+  for (int r = 0; r < impl_->rows; ++r) {
+    if (r) s.push_back('\n');
+    s.append(RowText(r));
+  }
+  return s;
+}
+
+size_t TerminalScreen::scrollback_size() const { return impl_->scrollback.size(); }
+
+std::string TerminalScreen::ScrollbackText(size_t index) const {
+  if (index >= impl_->scrollback.size()) return {};
+  const auto& line = impl_->scrollback[index];
+  std::vector<VTermScreenCell> cells = DecodeRow(line.second, std::max(line.first, 1));
+  return CellsText(cells.data(), static_cast<int>(cells.size()));
+}
+
+std::string TerminalScreen::Repaint(const RepaintOptions& options) const {
+  return impl_->Repaint(options);
+}
+
+std::string TerminalScreen::Save() const {
+  StateData st;
+  st.cols = impl_->cols;
+  st.rows = impl_->rows;
+  RepaintOptions ro;
+  ro.reset = true;
+  ro.include_scrollback = false;
+  st.repaint = impl_->Repaint(ro);
+  st.scrollback.assign(impl_->scrollback.begin(), impl_->scrollback.end());
+  std::ostringstream os;
+  {
+    cereal::PortableBinaryOutputArchive ar(os);
+    ar(st);
+  }
+  std::string body = std::move(os).str();
+  std::string out(kStateMagic, 4);
+  uint64_t sum = Fnv1a(body);
+  out.append(reinterpret_cast<const char*>(&sum), 8);
+  out.append(body);
+  return out;
+}
+
+}  // namespace dispatch

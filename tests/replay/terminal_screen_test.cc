@@ -1,0 +1,388 @@
+// TerminalScreen: the emulator, its repaint and its saved state, checked
+// against libvterm fed the whole history (real programs' output from a real
+// pty, and random streams).
+#include "dispatch/screen.h"
+
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include <random>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "pty_capture.h"
+#include "screen_compare.h"
+
+namespace dispatch {
+namespace {
+
+using testing::CapturePty;
+using testing::DiffScreens;
+
+std::unique_ptr<TerminalScreen> NewScreen(int cols = 80, int rows = 24, size_t sb = 1000) {
+  ScreenOptions o;
+  o.cols = cols;
+  o.rows = rows;
+  o.scrollback_lines = sb;
+  auto s = TerminalScreen::Create(o);
+  REQUIRE(s.ok());
+  return std::move(s).value();
+}
+
+// A fresh screen of the same size with `repaint` written to it.
+std::unique_ptr<TerminalScreen> Repainted(const TerminalScreen& from) {
+  auto fresh = NewScreen(from.cols(), from.rows());
+  fresh->Write(from.Repaint());
+  return fresh;
+}
+
+std::unique_ptr<TerminalScreen> Reloaded(const TerminalScreen& from, size_t sb = 1000) {
+  ScreenOptions o;
+  o.scrollback_lines = sb;
+  auto r = TerminalScreen::Load(from.Save(), o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return std::move(r).value();
+}
+
+// Feeds `chunks` to a screen, and at every `step`-th chunk checks that (a)
+// the repaint on a fresh terminal shows the same, and (b) a saved and
+// reloaded copy fed the rest ends like the original.
+void CheckStream(const std::vector<std::string>& chunks, int cols, int rows, size_t step = 1) {
+  auto full = NewScreen(cols, rows);
+  for (const auto& c : chunks) full->Write(c);
+  auto partial = NewScreen(cols, rows);
+  for (size_t k = 0; k <= chunks.size(); ++k) {
+    if (k % step == 0 || k == chunks.size()) {
+      auto rep = Repainted(*partial);
+      std::string d = DiffScreens(*partial, *rep, false);
+      INFO("repaint after chunk ", k, " of ", chunks.size());
+      REQUIRE_MESSAGE(d.empty(), d);
+      auto cont = Reloaded(*partial);
+      for (size_t j = k; j < chunks.size(); ++j) cont->Write(chunks[j]);
+      d = DiffScreens(*full, *cont);
+      INFO("snapshot after chunk ", k, " + tail");
+      REQUIRE_MESSAGE(d.empty(), d);
+    }
+    if (k < chunks.size()) partial->Write(chunks[k]);
+  }
+}
+
+TEST_CASE("Text, colours and the cursor land in the cells") {
+  auto s = NewScreen(20, 5);
+  s->Write("hi \x1b[1;31mred\x1b[0m \x1b[38;2;1;2;3mrgb\r\nnext");
+  CHECK(s->RowText(0) == "hi red rgb");
+  CHECK(s->RowText(1) == "next");
+  ScreenCell c = s->cell(0, 3);
+  CHECK(c.chars == U"r");
+  CHECK(c.bold);
+  CHECK(c.fg.kind == TermColor::Kind::kIndexed);
+  CHECK(c.fg.index == 1);
+  ScreenCell rgb = s->cell(0, 7);
+  CHECK(rgb.fg.kind == TermColor::Kind::kRgb);
+  CHECK(rgb.fg.b == 3);
+  CHECK(s->cursor().row == 1);
+  CHECK(s->cursor().col == 4);
+}
+
+TEST_CASE("Wide and combining characters, title and alternate screen") {
+  auto s = NewScreen(20, 5);
+  s->Write("\x1b]2;my title\x07中文 e\xcc\x81");
+  CHECK(s->title() == "my title");
+  CHECK(s->cell(0, 0).chars == U"中");
+  CHECK(s->cell(0, 0).width == 2);
+  CHECK(s->cell(0, 1).width == 0);
+  CHECK(s->cell(0, 5).chars == U"e\u0301");
+  s->Write("\x1b[?1049h\x1b[Halt");
+  CHECK(s->alt_screen());
+  CHECK(s->RowText(0) == "alt");
+  auto r = Repainted(*s);
+  CHECK(DiffScreens(*s, *r, false) == "");
+  s->Write("\x1b[?1049l");
+  CHECK(!s->alt_screen());
+  CHECK(s->RowText(0) == "中文 e\xcc\x81");
+}
+
+TEST_CASE("The repaint of an 80x24 screen is compact") {
+  auto s = NewScreen();
+  for (int i = 0; i < 30; ++i) s->Write(fmt::format("\x1b[3{}mline {} of text\x1b[0m\r\n", i % 8, i));
+  std::string rep = s->Repaint();
+  CHECK(rep.size() < 1200);
+  auto r = Repainted(*s);
+  CHECK(DiffScreens(*s, *r, false) == "");
+}
+
+TEST_CASE("Scrollback is bounded and travels with the saved state") {
+  auto s = NewScreen(20, 4, 10);
+  for (int i = 0; i < 30; ++i) s->Write(fmt::format("line {}\r\n", i));
+  CHECK(s->scrollback_size() == 10);
+  CHECK(s->ScrollbackText(9) == "line 26");
+  CHECK(s->ScrollbackText(0) == "line 17");
+  auto r = Reloaded(*s, 10);
+  CHECK(DiffScreens(*s, *r) == "");
+  // Growing the window pulls lines back from the scrollback, in both.
+  REQUIRE(s->Resize(20, 8).ok());
+  REQUIRE(r->Resize(20, 8).ok());
+  CHECK(s->RowText(0) == "line 23");
+  CHECK(DiffScreens(*s, *r) == "");
+  // A repaint with scrollback carries it into a fresh terminal's scrollback.
+  auto fresh = NewScreen(20, 8, 100);
+  RepaintOptions ro;
+  ro.include_scrollback = true;
+  fresh->Write(s->Repaint(ro));
+  CHECK(DiffScreens(*s, *fresh) == "");
+}
+
+TEST_CASE("Bad sizes and corrupt states are refused") {
+  ScreenOptions o;
+  o.cols = 0;
+  CHECK(TerminalScreen::Create(o).status().code() == StatusCode::kInvalidArgument);
+  auto s = NewScreen();
+  CHECK(s->Resize(100000, 5).code() == StatusCode::kInvalidArgument);
+  CHECK(TerminalScreen::Load("garbage").status().code() == StatusCode::kCorruption);
+  std::string st = s->Save();
+  st[st.size() / 2] ^= 0x55;
+  CHECK(TerminalScreen::Load(st).status().code() == StatusCode::kCorruption);
+  CHECK(TerminalScreen::Load(st.substr(0, 20)).status().code() == StatusCode::kCorruption);
+}
+
+TEST_CASE("Real program output: ls -l --color=always") {
+  auto chunks = CapturePty("ls -l --color=always /usr/bin | head -60; ls --color=always /etc", 80, 24);
+  REQUIRE(!chunks.empty());
+  std::string all;
+  for (auto& c : chunks) all += c;
+  REQUIRE(all.find("\x1b[") != std::string::npos);  // it really is coloured
+  // Also re-split the bytes finely, so escape sequences are cut in two.
+  std::vector<std::string> fine;
+  for (size_t i = 0; i < all.size(); i += 7) fine.push_back(all.substr(i, 7));
+  CheckStream(chunks, 80, 24);
+  CheckStream(fine, 80, 24, 13);
+}
+
+TEST_CASE("Real program output: vim on the alternate screen") {
+  auto chunks = CapturePty(
+      "printf 'before vim\\n'; vim -u NONE -N -i NONE -c 'set nomore' "
+      "-c 'call setline(1, [\"hello 中文 wörld\", \"second\"])' -c 'redraw' "
+      "-c 'sleep 50m' -c 'qa!'; printf 'after vim\\n'",
+      80, 24);
+  std::string all;
+  for (auto& c : chunks) all += c;
+  REQUIRE(all.find("\x1b[?1049h") != std::string::npos);
+  std::vector<std::string> fine;
+  for (size_t i = 0; i < all.size(); i += 5) fine.push_back(all.substr(i, 5));
+  CheckStream(fine, 80, 24, 3);
+  auto s = NewScreen();
+  for (auto& c : chunks) s->Write(c);
+  CHECK(!s->alt_screen());
+  CHECK(s->Text().find("after vim") != std::string::npos);
+}
+
+TEST_CASE("A resize mid-stream") {
+  auto chunks = CapturePty("ls -l --color=always /usr/bin | head -40", 60, 20);
+  REQUIRE(!chunks.empty());
+  std::string all;
+  for (auto& c : chunks) all += c;
+  size_t half = all.size() / 2;
+  auto full = NewScreen(60, 20);
+  full->Write(all.substr(0, half));
+  auto snap = Reloaded(*full);
+  REQUIRE(full->Resize(45, 12).ok());
+  REQUIRE(snap->Resize(45, 12).ok());
+  full->Write(all.substr(half));
+  snap->Write(all.substr(half));
+  CHECK(DiffScreens(*full, *snap) == "");
+  auto rep = Repainted(*full);
+  CHECK(DiffScreens(*full, *rep, false) == "");
+}
+
+// ---- property test: random streams, random snapshot points ----
+
+using Op = std::variant<std::string, std::pair<int, int>>;  // bytes or resize
+
+std::string RandomPiece(std::mt19937& rng, int cols, int rows) {
+  auto rnd = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  static const char* kWords[] = {"hello", "ls", "wörld", "中文字", "e\xcc\x81", "─┼─", "x", "tab\there",
+                                 "0123456789abcdefghij", "😀", "a\xcc\x81\xcc\x82"};
+  switch (rnd(40)) {
+    case 0: case 1: case 2: case 3: case 4: case 5:
+      return kWords[rnd(11)];
+    case 6: return "\r\n";
+    case 7: return "\n";
+    case 8: return "\r";
+    case 9: return "\b";
+    case 10: return fmt::format("\x1b[{};{}H", rnd(rows + 2), rnd(cols + 2));
+    case 11: return fmt::format("\x1b[{}{}", rnd(5), "ABCD"[rnd(4)]);
+    case 12: {
+      static const char* kSgr[] = {"0", "1", "3", "4", "4:3", "21", "5", "7", "9", "31", "42",
+                                   "38;5;200", "48;5;17", "38;2;10;20;30", "39;49", "22;24", "93", "104", "12"};
+      return fmt::format("\x1b[{}m", kSgr[rnd(19)]);
+    }
+    case 13: return fmt::format("\x1b[{}K", rnd(3));
+    case 14: return fmt::format("\x1b[{}J", rnd(3));
+    case 15: return fmt::format("\x1b[{}{}", rnd(4), "X@PLM"[rnd(5)]);
+    case 16: return fmt::format("\x1b[{};{}r", 1 + rnd(rows), 1 + rnd(rows));
+    case 17: return "\x1b[r";
+    case 18: return rnd(2) ? "\x1b[?1049h" : "\x1b[?1049l";
+    case 19: return rnd(2) ? "\x1b[?1047h" : "\x1b[?1047l";
+    case 20: return rnd(2) ? "\x1b" "7" : "\x1b" "8";
+    case 21: return rnd(2) ? "\x1b[s" : "\x1b[u";
+    case 22: return rnd(2) ? "\x1bH" : (rnd(2) ? "\x1b[g" : "\x1b[3g");
+    case 23: return rnd(2) ? "\x1b[?7l" : "\x1b[?7h";
+    case 24: return rnd(2) ? "\x1b[?6h" : "\x1b[?6l";
+    case 25: return rnd(2) ? "\x1b[4h" : "\x1b[4l";
+    case 26: return fmt::format("\x1b]{};title {}\x07", rnd(3), rnd(100));
+    case 27: return rnd(2) ? "\x1b(0" : (rnd(2) ? "\x1b(B" : (rnd(2) ? "\x0e" : "\x0f"));
+    case 28: return fmt::format("\x1b[{} q", rnd(7));
+    case 29: return rnd(2) ? "\x1b[?25l" : "\x1b[?25h";
+    case 30: {
+      static const char* kModes[] = {"\x1b[?2004h", "\x1b[?1000h", "\x1b[?1006h", "\x1b[?1002h",
+                                     "\x1b=", "\x1b>", "\x1b[?1h", "\x1b[20h", "\x1b[20l", "\x1b[?2004l"};
+      return kModes[rnd(10)];
+    }
+    case 31: return rnd(8) == 0 ? "\x1b" "c" : "\x1b[!p";
+    case 32: return fmt::format("\x1b[{}{}", rnd(3), "ST"[rnd(2)]);
+    case 33: return rnd(2) ? "\x1b" "D" : "\x1b" "M";
+    case 34: return std::string(static_cast<size_t>(cols - 1), '=') + "#";  // to the margin
+    case 35: return std::string(static_cast<size_t>(rnd(cols + 5)), 'w');
+    case 36: return "\t";
+    case 37: return fmt::format("\x1b[{}G", 1 + rnd(cols));
+    case 38: return "\xe2\x94";  // a cut UTF-8 character (completed or not later)
+    default: return "\x80";
+  }
+}
+
+std::vector<Op> RandomStream(std::mt19937& rng, int cols, int rows, int pieces) {
+  std::string bytes;
+  std::vector<Op> ops;
+  int c = cols, r = rows;
+  for (int i = 0; i < pieces; ++i) {
+    if (rng() % 60 == 0) {
+      if (!bytes.empty()) ops.emplace_back(std::exchange(bytes, {}));
+      c = 8 + static_cast<int>(rng() % 30);
+      r = 3 + static_cast<int>(rng() % 12);
+      ops.emplace_back(std::make_pair(c, r));
+      continue;
+    }
+    bytes += RandomPiece(rng, c, r);
+    // Cut the byte stream at random places (through sequences too).
+    if (rng() % 3 == 0) {
+      size_t cut = rng() % (bytes.size() + 1);
+      ops.emplace_back(bytes.substr(0, cut));
+      bytes.erase(0, cut);
+    }
+  }
+  if (!bytes.empty()) ops.emplace_back(bytes);
+  return ops;
+}
+
+void Apply(TerminalScreen* s, const Op& op) {
+  if (const auto* b = std::get_if<std::string>(&op)) {
+    s->Write(*b);
+  } else {
+    auto [c, r] = std::get<std::pair<int, int>>(op);
+    REQUIRE(s->Resize(c, r).ok());
+  }
+}
+
+TEST_CASE("Property: saved state + tail equals the full replay, for random streams") {
+  int trials = 60;
+  if (const char* e = std::getenv("DISPATCH_PROPERTY_TRIALS")) trials = std::atoi(e);
+  std::mt19937 rng(12345);
+  for (int t = 0; t < trials; ++t) {
+    int cols = 10 + static_cast<int>(rng() % 30), rows = 3 + static_cast<int>(rng() % 10);
+    std::vector<Op> ops = RandomStream(rng, cols, rows, 150);
+    auto full = NewScreen(cols, rows, 40);
+    if (std::getenv("DISPATCH_TRACE")) fmt::print(stderr, "trial {} size {} {}\n", t, cols, rows);
+    for (const auto& op : ops) {
+      if (std::getenv("DISPATCH_TRACE")) {
+        if (auto* b = std::get_if<std::string>(&op)) {
+          std::string o;
+          for (unsigned char ch : *b) o += (ch < 32 || ch == 127) ? fmt::format("\\x{:02x}", ch) : std::string(1, static_cast<char>(ch));
+          fmt::print(stderr, "trial {} op '{}'\n", t, o);
+        } else {
+          fmt::print(stderr, "trial {} resize {}x{}\n", t, std::get<1>(op).first, std::get<1>(op).second);
+        }
+      }
+      Apply(full.get(), op);
+    }
+    // Several random snapshot points per stream.
+    for (int p = 0; p < 6; ++p) {
+      size_t k = rng() % (ops.size() + 1);
+      auto head = NewScreen(cols, rows, 40);
+      for (size_t i = 0; i < k; ++i) Apply(head.get(), ops[i]);
+      INFO("trial ", t, " snapshot at op ", k, " of ", ops.size());
+      auto rep = NewScreen(head->cols(), head->rows(), 40);
+      rep->Write(head->Repaint());
+      std::string d = DiffScreens(*head, *rep, false);
+      if (!d.empty() && std::getenv("DISPATCH_DEBUG_TRIAL")) {
+        std::string o;
+        for (unsigned char ch : head->Repaint()) o += (ch < 32 || ch == 127) ? fmt::format("\\x{:02x}", ch) : std::string(1, static_cast<char>(ch));
+        fmt::print("FAILED REPAINT: '{}'\n", o);
+      }
+      REQUIRE_MESSAGE(d.empty(), (std::string("repaint: ") + d));
+      auto cont = Reloaded(*head, 40);
+      if (std::getenv("DISPATCH_DEBUG_TRIAL") && std::atoi(std::getenv("DISPATCH_DEBUG_TRIAL")) == t) {
+        auto esc = [](const std::string& b) {
+          std::string o;
+          for (unsigned char ch : b) o += (ch < 32 || ch == 127) ? fmt::format("\\x{:02x}", ch) : std::string(1, static_cast<char>(ch));
+          return o;
+        };
+        for (size_t i = 0; i < ops.size(); ++i) {
+          if (auto* b = std::get_if<std::string>(&ops[i])) fmt::print("{} op {}: '{}'\n", i < k ? "H" : "T", i, esc(*b));
+          else fmt::print("op {}: resize {}x{}\n", i, std::get<1>(ops[i]).first, std::get<1>(ops[i]).second);
+        }
+        fmt::print("REPAINT: '{}'\n", esc(head->Repaint()));
+        auto a = NewScreen(cols, rows, 40);
+        for (size_t i = 0; i < k; ++i) Apply(a.get(), ops[i]);
+        auto b = Reloaded(*head, 40);
+        for (size_t i = k; i < ops.size(); ++i) {
+          Apply(a.get(), ops[i]);
+          Apply(b.get(), ops[i]);
+          std::string dd = DiffScreens(*a, *b);
+          if (!dd.empty()) {
+            fmt::print("FIRST DIVERGENCE after op {}: {}\n", i, dd);
+            break;
+          }
+        }
+      }
+      // Saving the reloaded state again gives the same bytes.
+      CHECK(cont->Save() == head->Save());
+      for (size_t i = k; i < ops.size(); ++i) Apply(cont.get(), ops[i]);
+      d = DiffScreens(*full, *cont);
+      REQUIRE_MESSAGE(d.empty(), (std::string("snapshot + tail: ") + d));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dispatch
+
+namespace dispatch {
+namespace {
+// Debugging aid: DISPATCH_REPLAY_FILE=ops.bin COLS ROWS replays a recorded
+// op list (lines "R<cols> <rows>" or "W<n>" + n bytes) into a screen.
+TEST_CASE("Replay an op file (debugging aid; no-op without DISPATCH_REPLAY_FILE)") {
+  const char* path = std::getenv("DISPATCH_REPLAY_FILE");
+  if (!path) return;
+  FILE* f = std::fopen(path, "rb");
+  REQUIRE(f);
+  auto s = NewScreen(std::atoi(std::getenv("DISPATCH_REPLAY_COLS")), std::atoi(std::getenv("DISPATCH_REPLAY_ROWS")), 40);
+  char line[64];
+  while (std::fgets(line, sizeof line, f)) {
+    if (line[0] == 'R') {
+      int c = 0, r = 0;
+      std::sscanf(line + 1, "%d %d", &c, &r);
+      fmt::print(stderr, "resize {}x{}\n", c, r);
+      REQUIRE(s->Resize(c, r).ok());
+    } else {
+      size_t n = static_cast<size_t>(std::atoi(line + 1));
+      std::string b(n, '\0');
+      REQUIRE(std::fread(b.data(), 1, n, f) == n);
+      fmt::print(stderr, "write {} bytes\n", n);
+      s->Write(b);
+    }
+  }
+  std::fclose(f);
+}
+}  // namespace
+}  // namespace dispatch
