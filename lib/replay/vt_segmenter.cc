@@ -4,66 +4,11 @@
 // the unit), CAN/SUB abort, ESC restarts, BEL or ESC \ end a string.
 #include "replay/vt_segmenter.h"
 
+#include "replay/text_codec.h"
+
 namespace dispatch::internal {
 
-size_t IncompleteUtf8Tail(std::string_view s) {
-  size_t n = s.size();
-  for (size_t back = 1; back <= 6 && back <= n; ++back) {
-    auto c = static_cast<unsigned char>(s[n - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation: keep looking
-    size_t need = 0;
-    if (c >= 0xC0 && c < 0xE0) need = 2;
-    else if (c >= 0xE0 && c < 0xF0) need = 3;
-    else if (c >= 0xF0 && c < 0xF8) need = 4;
-    else if (c >= 0xF8 && c < 0xFC) need = 5;
-    else if (c >= 0xFC && c < 0xFE) need = 6;
-    return need > back ? back : 0;
-  }
-  return 0;
-}
-
 namespace {
-
-// Appends `s` to `out` with every invalid or cut UTF-8 sequence replaced by
-// U+FFFD (one per maximal invalid subpart, as the Unicode standard
-// recommends).
-void SanitizeUtf8(std::string_view s, std::string* out) {
-  static const char kFffd[] = "\xEF\xBF\xBD";
-  size_t i = 0, n = s.size();
-  while (i < n) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      out->push_back(static_cast<char>(c));
-      ++i;
-      continue;
-    }
-    size_t need = 0;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c == 0xE0) { need = 2; lo = 0xA0; }
-    else if (c == 0xED) { need = 2; hi = 0x9F; }
-    else if (c >= 0xE1 && c <= 0xEF) need = 2;
-    else if (c == 0xF0) { need = 3; lo = 0x90; }
-    else if (c == 0xF4) { need = 3; hi = 0x8F; }
-    else if (c >= 0xF1 && c <= 0xF3) need = 3;
-    if (need == 0) {
-      out->append(kFffd, 3);
-      ++i;
-      continue;
-    }
-    size_t k = 1;
-    for (; k <= need && i + k < n; ++k) {
-      auto b = static_cast<unsigned char>(s[i + k]);
-      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) break;
-    }
-    if (k == need + 1) {
-      out->append(s.substr(i, k));
-    } else {
-      out->append(kFffd, 3);
-    }
-    i += k;
-  }
-}
 
 bool AllAscii(std::string_view s) {
   for (unsigned char c : s) {

@@ -40,9 +40,6 @@ struct VtSegment {
   std::vector<long> args;  // kCsi only; kMissing where absent
 };
 
-// Length of an unfinished UTF-8 character at the end of `s` (0 if none).
-size_t IncompleteUtf8Tail(std::string_view s);
-
 class VtSegmenter {
  public:
   using Sink = std::function<void(const VtSegment&)>;
