@@ -730,10 +730,6 @@ struct TerminalScreen::Impl {
       else fix += "\x1b[s";
     }
     bool origin = QueryDecMode(6) == 1;
-    if (std::getenv("DISPATCH_TRACE_FIX")) {
-      for (unsigned char ch : fix) std::fprintf(stderr, ch < 32 ? "\\x%02x" : "%c", ch);
-      std::fprintf(stderr, "  <- margin fix\n");
-    }
     vterm_input_write(vt, fix.data(), fix.size());
     int ntop = QueryRegion("r").first;
     int row = cur.row - (origin ? ntop - 1 : 0);
@@ -791,10 +787,6 @@ struct TerminalScreen::Impl {
     int n = shape == VTERM_PROP_CURSORSHAPE_UNDERLINE ? 3 : shape == VTERM_PROP_CURSORSHAPE_BAR_LEFT ? 5 : 1;
     if (!blink) ++n;
     fix += fmt::format("\x1b[{} q\x1b[?25{}", n, vis ? 'h' : 'l');
-    if (std::getenv("DISPATCH_TRACE_FIX")) {
-      for (unsigned char ch : fix) std::fprintf(stderr, ch < 32 ? "\\x%02x" : "%c", ch);
-      std::fprintf(stderr, "  <- saved fix\n");
-    }
     vterm_input_write(vt, fix.data(), fix.size());
     saved.pos = clamped;
     glyph.valid = false;
