@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <system_error>
 #include <map>
 #include <unordered_set>
 
@@ -879,8 +880,10 @@ Result<std::unique_ptr<Subscription>> SqliteEventStore::StartSubscription(
   // Register before reading the high-water mark: every later commit is
   // queued, every earlier one is in the backlog.
   hub_.Add(state);
+  // No delivery thread will run for an abandoned state: take it out of the
+  // hub now (Close waits for every registered state's thread to exit).
   auto abandon = [&](Status st) -> Result<std::unique_ptr<Subscription>> {
-    state->cancelled = true;  // the hub drops it on its next publish
+    hub_.Remove(state);
     return st;
   };
   Result<int64_t> hw = state->high_water();
@@ -895,7 +898,12 @@ Result<std::unique_ptr<Subscription>> SqliteEventStore::StartSubscription(
           run->first_seq));
     }
   }
-  std::thread t([state, target = *hw] { state->Run(target); });
+  std::thread t;
+  try {
+    t = std::thread([state, target = *hw] { state->Run(target); });
+  } catch (const std::system_error& e) {
+    return abandon(Status::Busy(fmt::format("cannot start a subscription thread: {}", e.what())));
+  }
   return std::unique_ptr<Subscription>(new SubscriptionImpl(std::move(state), std::move(t)));
 }
 

@@ -150,6 +150,16 @@ void SubscriptionHub::Add(const std::shared_ptr<SubState>& s) {
   subs_.push_back(s);
 }
 
+void SubscriptionHub::Remove(const std::shared_ptr<SubState>& s) {
+  {
+    std::lock_guard<std::mutex> slk(s->mu);
+    s->cancelled = true;
+    s->exited = true;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  std::erase(subs_, s);
+}
+
 void SubscriptionHub::Publish(const BlockList& blocks) {
   std::lock_guard<std::mutex> lk(mu_);
   for (size_t i = 0; i < subs_.size();) {

@@ -76,6 +76,9 @@ struct SubState {
 class SubscriptionHub {
  public:
   void Add(const std::shared_ptr<SubState>& s);
+  // Drops a subscription whose delivery thread never started (its start
+  // failed after Add), so CloseAll does not wait for it.
+  void Remove(const std::shared_ptr<SubState>& s);
   // Pushes committed blocks to every matching subscriber, in order.
   void Publish(const BlockList& blocks);
   // Ends every subscription with kClosed and waits for their threads to

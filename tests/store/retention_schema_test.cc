@@ -2,6 +2,9 @@
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 
+#include <chrono>
+#include <future>
+
 #include "store/schema.h"
 #include "support/store_helpers.h"
 
@@ -71,6 +74,23 @@ TEST_SUITE("Retention") {
     CHECK(store->ReadEvents("r", 0).status().earliest_available() == 32);
     CHECK(store->Append("r", std::vector<NewEvent>{Ev("after")})->seqs[0] == 32);
     CHECK(store->TruncateBefore("ghost", 3).status().code() == StatusCode::kNotFound);
+  }
+
+  TEST_CASE("A subscription refused as truncated does not hold up Close") {
+    // Regression: the refused subscription was registered with the store
+    // before the refusal and Close waited forever for a thread that never ran.
+    TempDir dir;
+    auto store = OpenStore(dir.file("s.db"));
+    REQUIRE(store->Append("r", Numbered(1, 10)).ok());
+    REQUIRE(store->TruncateBefore("r", 6).ok());
+    for (int i = 0; i < 3; ++i) {
+      CHECK(store->Subscribe("r", 2, {}).status().code() == StatusCode::kTruncated);
+    }
+    CHECK(store->Stats().subscribers == 0);
+    auto closed = std::async(std::launch::async, [&] { return store->Close(); });
+    REQUIRE_MESSAGE(closed.wait_for(std::chrono::seconds(10)) == std::future_status::ready,
+                    "Close hung on a refused subscription");
+    CHECK(closed.get().ok());
   }
 
   TEST_CASE("Deleting by age spares running sessions and keeps seq numbering") {
