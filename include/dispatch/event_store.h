@@ -152,6 +152,7 @@ struct StoreStats {
   int64_t bytes_appended = 0;    // payload bytes newly written
   int64_t group_commits = 0;     // transactions
   int64_t commit_latency_us_total = 0;
+  int64_t checkpoints = 0;       // WAL checkpoints run (off the writer thread)
   int64_t subscribers = 0;       // live subscriptions now
   int64_t subscriber_lags = 0;   // times a subscriber fell behind
   // Commit latency histogram, bucket upper bounds in µs (last = +inf).

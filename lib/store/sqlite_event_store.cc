@@ -48,13 +48,75 @@ struct ReaderConn {
   std::string scratch;
 };
 
+// The writer's statements, prepared once: a commit of one small event is a
+// handful of B-tree writes, and re-preparing ten statements per commit used
+// to cost more than the writes themselves.
+struct WriterStatements {
+  explicit WriterStatements(SQLite::Database& db)
+      : begin(db, "BEGIN IMMEDIATE"),
+        commit(db, "COMMIT"),
+        rollback(db, "ROLLBACK"),
+        get_run(db, "SELECT run_pk, first_seq, last_seq FROM runs WHERE run_id = ?"),
+        get_id(db, "SELECT seq FROM event_ids WHERE run_pk = ? AND id = ?"),
+        get_next_pos(db, "SELECT value FROM store_meta WHERE key='next_position'"),
+        ins_run(db,
+                "INSERT INTO runs (run_id, first_seq, last_seq, event_count, payload_bytes, "
+                "created_us, updated_us) VALUES (?, 1, ?, ?, ?, ?, ?)"),
+        upd_run(db,
+                "UPDATE runs SET last_seq = ?, event_count = event_count + ?, "
+                "payload_bytes = payload_bytes + ?, updated_us = ? WHERE run_pk = ?"),
+        ins_block(db, kInsertBlockSql),
+        ins_id(db, "INSERT INTO event_ids (run_pk, id, seq) VALUES (?, ?, ?)"),
+        upd_pos(db, "UPDATE store_meta SET value = ? WHERE key='next_position'") {}
+  SQLite::Statement begin, commit, rollback, get_run, get_id, get_next_pos, ins_run, upd_run,
+      ins_block, ins_id, upd_pos;
+};
+
 namespace {
+
+// A write transaction on the writer's cached statements: rolled back unless
+// committed (also when an exception unwinds through it).
+class WriteTransaction {
+ public:
+  explicit WriteTransaction(WriterStatements& st) : st_(st) { Run(st_.begin); }
+  ~WriteTransaction() {
+    if (done_) return;
+    try {
+      Run(st_.rollback);
+    } catch (const SQLite::Exception&) {
+      // Nothing to do: SQLite rolls back a failed transaction itself.
+    }
+  }
+  void Commit() {
+    Run(st_.commit);
+    done_ = true;
+  }
+  WriteTransaction(const WriteTransaction&) = delete;
+  WriteTransaction& operator=(const WriteTransaction&) = delete;
+
+ private:
+  static void Run(SQLite::Statement& stmt) {
+    stmt.reset();
+    stmt.exec();
+  }
+  WriterStatements& st_;
+  bool done_ = false;
+};
 
 constexpr int64_t kLatencyBoundsUs[] = {50,   100,   250,   500,   1000,   2500,
                                         5000, 10000, 25000, 50000, 100000, INT64_MAX};
 constexpr size_t kMaxBlockRawBytes = size_t{1} << 20;
 constexpr int64_t kMaxBlockEvents = 8192;
 constexpr size_t kMaxIdleReaders = 8;
+// WAL pages after which the checkpointer is woken (SQLite's own default for
+// its automatic checkpoint).
+constexpr int kCheckpointPages = 1000;
+// A background checkpoint copies what was committed when it started; while
+// writers never pause, it never catches up and the WAL is never restarted.
+// Past this many pages (16 MiB) the writer checkpoints itself between two
+// groups: nothing is appended meanwhile, so it completes and the next
+// transaction restarts the WAL from its beginning.
+constexpr int kWriterCheckpointPages = 4000;
 
 // > 0 while this thread is inside a read (holding the store's life lock):
 // Close from there would deadlock, so it is refused.
@@ -171,6 +233,9 @@ Result<std::unique_ptr<EventStore>> SqliteEventStore::OpenStore(const StoreOptio
   store->catalog_ = std::make_unique<SqliteCatalog>(store.get());
   store->writer_ = std::thread([raw = store.get()] { raw->WriterLoop(); });
   store->writer_id_ = store->writer_.get_id();
+  if (!opts.read_only) {
+    store->checkpointer_ = std::thread([raw = store.get()] { raw->CheckpointLoop(); });
+  }
   return std::unique_ptr<EventStore>(std::move(store));
 }
 
@@ -220,6 +285,12 @@ Status SqliteEventStore::OpenDatabase() {
     }
     // Check the file is one of ours and readable all the way to the blocks.
     db.execAndGet("SELECT count(*) FROM runs");
+    if (!ro) {
+      writer_stmts_ = std::make_unique<WriterStatements>(db);
+      // Replaces SQLite's automatic checkpoint (which would run inside the
+      // writer's COMMIT) with a wake-up of the checkpointer thread.
+      sqlite3_wal_hook(db.getHandle(), &SqliteEventStore::OnWalCommit, this);
+    }
   } catch (const SQLite::Exception& e) {
     return FromSqlite(e, fmt::format("cannot open store {}", options_.path));
   }
@@ -338,15 +409,71 @@ void SqliteEventStore::WriterLoop() {
     } else {
       CommitAppends(group);
     }
+    if (writer_ckpt_due_) {  // after the group's callbacks: no one waits on it
+      writer_ckpt_due_ = false;
+      int log = 0, done = 0;
+      if (sqlite3_wal_checkpoint_v2(writer_db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                    &log, &done) == SQLITE_OK) {
+        stat_checkpoints_.fetch_add(1);
+      }
+    }
   }
+}
+
+int SqliteEventStore::OnWalCommit(void* self, sqlite3* /*db*/, const char* /*name*/, int pages) {
+  auto* store = static_cast<SqliteEventStore*>(self);
+  if (pages >= kWriterCheckpointPages) store->writer_ckpt_due_ = true;
+  if (pages >= kCheckpointPages) {
+    {
+      std::lock_guard<std::mutex> lk(store->ckpt_mu_);
+      store->ckpt_wanted_ = true;
+    }
+    store->ckpt_cv_.notify_one();
+  }
+  return SQLITE_OK;
+}
+
+void SqliteEventStore::CheckpointLoop() {
+  std::unique_ptr<SQLite::Database> db;
+  try {
+    db = std::make_unique<SQLite::Database>(options_.path, SQLite::OPEN_READWRITE | SQLite::OPEN_NOMUTEX,
+                                            options_.busy_timeout_ms);
+  } catch (const SQLite::Exception&) {
+    // Without its own connection the checkpointer cannot run; the WAL is
+    // then checkpointed at Close (and by SQLite when the next opener finds it).
+    return;
+  }
+  std::unique_lock<std::mutex> lk(ckpt_mu_);
+  for (;;) {
+    ckpt_cv_.wait(lk, [this] { return ckpt_stop_ || ckpt_wanted_; });
+    if (ckpt_stop_) return;
+    ckpt_wanted_ = false;
+    lk.unlock();
+    // PASSIVE: copies what no reader still needs, never blocks the writer.
+    int log = 0, done = 0;
+    if (sqlite3_wal_checkpoint_v2(db->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done) ==
+        SQLITE_OK) {
+      stat_checkpoints_.fetch_add(1);
+    }
+    lk.lock();
+  }
+}
+
+void SqliteEventStore::StopCheckpointer() {
+  {
+    std::lock_guard<std::mutex> lk(ckpt_mu_);
+    ckpt_stop_ = true;
+  }
+  ckpt_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
 }
 
 void SqliteEventStore::RunOp(Request& req) {
   Status s;
   try {
-    SQLite::Transaction txn(*writer_db_, SQLite::TransactionBehavior::IMMEDIATE);
+    WriteTransaction txn(*writer_stmts_);
     s = req.op(*writer_db_);
-    if (s.ok()) txn.commit();
+    if (s.ok()) txn.Commit();
   } catch (const SQLite::Exception& e) {
     s = FromSqlite(e, "store write failed");
   }
@@ -367,10 +494,10 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
   Status failure;
 
   try {
-    SQLite::Transaction txn(db, SQLite::TransactionBehavior::IMMEDIATE);
-    SQLite::Statement get_run(db,
-                              "SELECT run_pk, first_seq, last_seq FROM runs WHERE run_id = ?");
-    SQLite::Statement get_id(db, "SELECT seq FROM event_ids WHERE run_pk = ? AND id = ?");
+    WriterStatements& st = *writer_stmts_;
+    WriteTransaction txn(st);
+    SQLite::Statement& get_run = st.get_run;
+    SQLite::Statement& get_id = st.get_id;
     const int64_t now = NowMicros();
 
     for (Request& req : group) {
@@ -384,6 +511,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
           w.first_seq = get_run.getColumn(1).getInt64();
           w.last_seq = get_run.getColumn(2).getInt64();
         }
+        get_run.reset();
         it = runs.emplace(req.run_id, std::move(w)).first;
         order.push_back(req.run_id);
       }
@@ -410,8 +538,10 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
           get_id.reset();
           get_id.bind(1, w.pk);
           get_id.bind(2, id.data(), static_cast<int>(id.size()));
-          if (get_id.executeStep()) {
-            ar.seqs[i] = get_id.getColumn(0).getInt64();
+          bool found = get_id.executeStep();
+          if (found) ar.seqs[i] = get_id.getColumn(0).getInt64();
+          get_id.reset();
+          if (found) {
             dup[i] = true;
             continue;
           }
@@ -464,15 +594,14 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     }
 
     // Write blocks, runs and ids.
-    int64_t next_pos = db.execAndGet("SELECT value FROM store_meta WHERE key='next_position'").getInt64();
-    SQLite::Statement ins_run(db,
-                              "INSERT INTO runs (run_id, first_seq, last_seq, event_count, "
-                              "payload_bytes, created_us, updated_us) VALUES (?, 1, ?, ?, ?, ?, ?)");
-    SQLite::Statement upd_run(db,
-                              "UPDATE runs SET last_seq = ?, event_count = event_count + ?, "
-                              "payload_bytes = payload_bytes + ?, updated_us = ? WHERE run_pk = ?");
-    SQLite::Statement ins_block(db, kInsertBlockSql);
-    SQLite::Statement ins_id(db, "INSERT INTO event_ids (run_pk, id, seq) VALUES (?, ?, ?)");
+    st.get_next_pos.reset();
+    if (!st.get_next_pos.executeStep()) throw SQLite::Exception("store_meta has no next_position");
+    int64_t next_pos = st.get_next_pos.getColumn(0).getInt64();
+    st.get_next_pos.reset();
+    SQLite::Statement& ins_run = st.ins_run;
+    SQLite::Statement& upd_run = st.upd_run;
+    SQLite::Statement& ins_block = st.ins_block;
+    SQLite::Statement& ins_id = st.ins_id;
     std::string packed;
     for (const std::string& run_id : order) {
       RunWork& w = runs[run_id];
@@ -531,10 +660,10 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
         ins_id.exec();
       }
     }
-    SQLite::Statement upd_pos(db, "UPDATE store_meta SET value = ? WHERE key='next_position'");
-    upd_pos.bind(1, next_pos);
-    upd_pos.exec();
-    txn.commit();
+    st.upd_pos.reset();
+    st.upd_pos.bind(1, next_pos);
+    st.upd_pos.exec();
+    txn.Commit();
   } catch (const SQLite::Exception& e) {
     failure = FromSqlite(e, "append failed");
   }
@@ -1064,6 +1193,7 @@ StoreStats SqliteEventStore::Stats() const {
   st.bytes_appended = stat_bytes_.load();
   st.group_commits = stat_commits_.load();
   st.commit_latency_us_total = stat_commit_us_.load();
+  st.checkpoints = stat_checkpoints_.load();
   st.subscribers = hub_.size();
   st.subscriber_lags = hub_.total_lags();
   for (int i = 0; i < kLatencyBuckets; ++i) {
@@ -1086,6 +1216,7 @@ Status SqliteEventStore::Close() {
   }
   queue_cv_.notify_all();
   if (writer_.joinable()) writer_.join();  // commits everything queued
+  StopCheckpointer();
   hub_.CloseAll();
   std::unique_lock<std::shared_mutex> life(life_mu_);
   closed_ = true;
@@ -1101,6 +1232,7 @@ Status SqliteEventStore::Close() {
       s = FromSqlite(e, "checkpoint at close failed");
     }
   }
+  writer_stmts_.reset();
   writer_db_.reset();
   if (temporary_) {
     for (const char* suffix : {"", "-wal", "-shm"}) ::unlink((options_.path + suffix).c_str());

@@ -26,6 +26,8 @@
 #include "dispatch/event_store.h"
 #include "store/subscription.h"
 
+struct sqlite3;
+
 namespace SQLite {
 class Database;
 }
@@ -34,6 +36,7 @@ namespace dispatch::internal {
 
 class SqliteCatalog;
 struct ReaderConn;
+struct WriterStatements;
 
 class SqliteEventStore final : public EventStore {
  public:
@@ -106,6 +109,9 @@ class SqliteEventStore final : public EventStore {
   const StoreOptions options_;
   const bool temporary_;  // a ":memory:" store: a temp file removed at Close
   std::unique_ptr<SQLite::Database> writer_db_;
+  // The writer's prepared statements (writer thread only; closed before
+  // writer_db_).
+  std::unique_ptr<WriterStatements> writer_stmts_;
   std::unique_ptr<SqliteCatalog> catalog_;
 
   // Lifetime: public calls hold life_mu_ shared; Close takes it exclusively
@@ -121,6 +127,23 @@ class SqliteEventStore final : public EventStore {
   bool stop_writer_ = false;   // guarded by queue_mu_
   std::thread writer_;
   std::thread::id writer_id_;
+
+  // Checkpoints run on their own thread and connection, so the writer never
+  // stalls on a checkpoint's fsyncs: the writer's WAL hook counts pages and
+  // wakes it (doc/storage.md).
+  static int OnWalCommit(void* self, sqlite3* db, const char* name, int pages);
+  void CheckpointLoop();
+  void StopCheckpointer();
+  std::mutex ckpt_mu_;
+  std::condition_variable ckpt_cv_;
+  bool ckpt_wanted_ = false;  // guarded by ckpt_mu_
+  bool ckpt_stop_ = false;    // guarded by ckpt_mu_
+  // Set by the WAL hook when the WAL outgrew what the background checkpoints
+  // keep up with (a sustained flood): the writer then checkpoints itself
+  // between two groups (writer thread only).
+  bool writer_ckpt_due_ = false;
+  std::thread checkpointer_;
+  std::atomic<int64_t> stat_checkpoints_{0};
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<ReaderConn>> readers_;  // idle, guarded by readers_mu_
