@@ -58,7 +58,9 @@ struct WriterStatements {
         rollback(db, "ROLLBACK"),
         get_run(db, "SELECT run_pk, first_seq, last_seq FROM runs WHERE run_id = ?"),
         get_id(db, "SELECT seq FROM event_ids WHERE run_pk = ? AND id = ?"),
-        get_next_pos(db, "SELECT value FROM store_meta WHERE key='next_position'"),
+        get_next_pos(db,
+                     "SELECT max((SELECT value FROM store_meta WHERE key='next_position'), "
+                     "(SELECT coalesce(max(last_pos), 0) + 1 FROM event_blocks))"),
         ins_run(db,
                 "INSERT INTO runs (run_id, first_seq, last_seq, event_count, payload_bytes, "
                 "created_us, updated_us) VALUES (?, 1, ?, ?, ?, ?, ?)"),
@@ -67,7 +69,7 @@ struct WriterStatements {
                 "payload_bytes = payload_bytes + ?, updated_us = ? WHERE run_pk = ?"),
         ins_block(db, kInsertBlockSql),
         ins_id(db, "INSERT INTO event_ids (run_pk, id, seq) VALUES (?, ?, ?)"),
-        upd_pos(db, "UPDATE store_meta SET value = ? WHERE key='next_position'") {}
+        upd_pos(db, "UPDATE store_meta SET value = max(value, ?) WHERE key='next_position'") {}
   SQLite::Statement begin, commit, rollback, get_run, get_id, get_next_pos, ins_run, upd_run,
       ins_block, ins_id, upd_pos;
 };
@@ -287,6 +289,10 @@ Status SqliteEventStore::OpenDatabase() {
     db.execAndGet("SELECT count(*) FROM runs");
     if (!ro) {
       writer_stmts_ = std::make_unique<WriterStatements>(db);
+      SQLite::Statement& np = writer_stmts_->get_next_pos;
+      if (!np.executeStep()) return Status::Corruption("store_meta has no next_position");
+      next_pos_ = np.getColumn(0).getInt64();
+      np.reset();
       // Replaces SQLite's automatic checkpoint (which would run inside the
       // writer's COMMIT) with a wake-up of the checkpointer thread.
       sqlite3_wal_hook(db.getHandle(), &SqliteEventStore::OnWalCommit, this);
@@ -594,10 +600,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     }
 
     // Write blocks, runs and ids.
-    st.get_next_pos.reset();
-    if (!st.get_next_pos.executeStep()) throw SQLite::Exception("store_meta has no next_position");
-    int64_t next_pos = st.get_next_pos.getColumn(0).getInt64();
-    st.get_next_pos.reset();
+    int64_t next_pos = next_pos_;
     SQLite::Statement& ins_run = st.ins_run;
     SQLite::Statement& upd_run = st.upd_run;
     SQLite::Statement& ins_block = st.ins_block;
@@ -660,10 +663,8 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
         ins_id.exec();
       }
     }
-    st.upd_pos.reset();
-    st.upd_pos.bind(1, next_pos);
-    st.upd_pos.exec();
     txn.Commit();
+    next_pos_ = next_pos;
   } catch (const SQLite::Exception& e) {
     failure = FromSqlite(e, "append failed");
   }
@@ -899,7 +900,12 @@ Result<int64_t> SqliteEventStore::LastSeq(std::string_view run_id) {
 Result<int64_t> SqliteEventStore::LastPosition() {
   int64_t pos = 0;
   Status s = WithReader([&](SQLite::Database& db) {
-    pos = db.execAndGet("SELECT value FROM store_meta WHERE key='next_position'").getInt64() - 1;
+    // Positions are kept by the blocks themselves; store_meta holds a floor
+    // written when retention deletes the newest blocks.
+    pos = db.execAndGet(
+                "SELECT max((SELECT value FROM store_meta WHERE key='next_position'), "
+                "(SELECT coalesce(max(last_pos), 0) + 1 FROM event_blocks)) - 1")
+              .getInt64();
     return Status::Ok();
   });
   if (!s.ok()) return s;
@@ -1086,6 +1092,11 @@ Result<int64_t> SqliteEventStore::TruncateImpl(SQLite::Database& db, int64_t run
       if (blast >= before_seq) rewrites.push_back(std::move(rw));
     }
     st.reset();
+    // Deleting the newest blocks must not let their positions be reused
+    // after a reopen: record the floor first (same transaction).
+    writer_stmts_->upd_pos.reset();
+    writer_stmts_->upd_pos.bind(1, next_pos_);
+    writer_stmts_->upd_pos.exec();
     SQLite::Statement del(db, "DELETE FROM event_blocks WHERE run_pk = ? AND last_seq < ?");
     del.bind(1, run_pk);
     del.bind(2, before_seq);

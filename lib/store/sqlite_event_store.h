@@ -142,6 +142,10 @@ class SqliteEventStore final : public EventStore {
   // keep up with (a sustained flood): the writer then checkpoints itself
   // between two groups (writer thread only).
   bool writer_ckpt_due_ = false;
+  // The next global position (writer thread only): max(store_meta's
+  // next_position, last block's last_pos + 1), kept in memory; store_meta is
+  // only written when retention deletes blocks (doc/storage.md).
+  int64_t next_pos_ = 1;
   std::thread checkpointer_;
   std::atomic<int64_t> stat_checkpoints_{0};
 

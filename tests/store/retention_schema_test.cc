@@ -76,6 +76,30 @@ TEST_SUITE("Retention") {
     CHECK(store->TruncateBefore("ghost", 3).status().code() == StatusCode::kNotFound);
   }
 
+  TEST_CASE("Positions of removed events are never reused, also after a reopen") {
+    TempDir dir;
+    const std::string path = dir.file("s.db");
+    {
+      auto store = OpenStore(path);
+      REQUIRE(store->Append("a", Numbered(1, 5)).ok());
+      REQUIRE(store->Append("b", Numbered(1, 5)).ok());  // positions 6-10, the newest
+      REQUIRE(*store->LastPosition() == 10);
+      REQUIRE(*store->TruncateBefore("b", 6) == 5);        // every block of b is gone
+      CHECK(*store->LastPosition() == 10);
+      REQUIRE(store->Close().ok());
+    }
+    auto store = OpenStore(path);
+    CHECK(*store->LastPosition() == 10);
+    REQUIRE(store->Append("c", Numbered(1, 2)).ok());
+    std::vector<int64_t> positions;
+    REQUIRE(store->ReadAll(5, [&](const EventView& v) {
+      positions.push_back(v.position);
+      return true;
+    }).ok());
+    CHECK(positions == std::vector<int64_t>{11, 12});
+    CHECK(*store->LastPosition() == 12);
+  }
+
   TEST_CASE("A subscription refused as truncated does not hold up Close") {
     // Regression: the refused subscription was registered with the store
     // before the refusal and Close waited forever for a thread that never ran.
