@@ -444,6 +444,9 @@ void SqliteEventStore::CheckpointLoop() {
   try {
     db = std::make_unique<SQLite::Database>(options_.path, SQLite::OPEN_READWRITE | SQLite::OPEN_NOMUTEX,
                                             options_.busy_timeout_ms);
+    // Checkpoints sync like the writer's commits would (none for a private
+    // temporary store).
+    db->exec(temporary_ ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=NORMAL");
   } catch (const SQLite::Exception&) {
     // Without its own connection the checkpointer cannot run; the WAL is
     // then checkpointed at Close (and by SQLite when the next opener finds it).
