@@ -354,32 +354,27 @@ Status SqliteEventStore::Flush() {
   Status s = CheckOpen(false);
   if (!s.ok()) return s;
   if (OnWriterThread()) return Status::Busy("Flush called from a store callback");
-  std::promise<Status> promise;
-  auto future = promise.get_future();
-  {
-    std::lock_guard<std::mutex> lk(queue_mu_);
-    if (stop_writer_) return Status::Closed("the store is closed");
-    Request req;
-    req.flush_marker = true;
-    req.op_done = [&promise](Status st) { promise.set_value(std::move(st)); };
-    queue_.push_back(std::move(req));
-  }
-  queue_cv_.notify_one();
-  return future.get();
+  Request req;
+  req.flush_marker = true;
+  return QueueAndWait(std::move(req));
 }
 
 Status SqliteEventStore::Write(std::function<Status(SQLite::Database&)> op) {
   Status s = CheckOpen(true);
   if (!s.ok()) return s;
   if (OnWriterThread()) return Status::Busy("catalog write called from a store callback");
+  Request req;
+  req.op = std::move(op);
+  return QueueAndWait(std::move(req));
+}
+
+Status SqliteEventStore::QueueAndWait(Request req) {
   std::promise<Status> promise;
   auto future = promise.get_future();
+  req.op_done = [&promise](Status st) { promise.set_value(std::move(st)); };
   {
     std::lock_guard<std::mutex> lk(queue_mu_);
     if (stop_writer_) return Status::Closed("the store is closed");
-    Request req;
-    req.op = std::move(op);
-    req.op_done = [&promise](Status st) { promise.set_value(std::move(st)); };
     queue_.push_back(std::move(req));
   }
   queue_cv_.notify_one();

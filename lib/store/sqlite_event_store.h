@@ -94,6 +94,8 @@ class SqliteEventStore final : public EventStore {
   SqliteEventStore(const StoreOptions& options, bool temporary);
   Status OpenDatabase();
   Status CheckOpen(bool for_write) const;
+  // Queues a flush marker or a write op for the writer and waits for it.
+  Status QueueAndWait(Request req);
   void WriterLoop();
   void CommitAppends(std::vector<Request>& group);
   void RunOp(Request& req);
