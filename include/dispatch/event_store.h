@@ -68,6 +68,10 @@ struct AppendResult {
   // event already stored, or earlier in the same batch) reports the original.
   std::vector<int64_t> seqs;
   int64_t first_seq = 0;   // first newly written seq (0 if nothing was written)
+  // Global position of first_seq (0 if nothing was written). The newly
+  // written events are contiguous: seq first_seq + k has position
+  // first_position + k.
+  int64_t first_position = 0;
   int64_t last_seq = 0;    // the run's last seq after this append
   int64_t written = 0;     // events newly written
   int64_t duplicates = 0;  // events skipped as duplicates by id

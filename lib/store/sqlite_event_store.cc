@@ -195,6 +195,7 @@ struct RunWork {
   int64_t last_seq = 0;
   int64_t added_events = 0;
   int64_t added_bytes = 0;
+  int64_t commit_first_pos = 0;  // position of blocks.front()'s first event
   // Blocks being built.
   struct Block {
     int64_t first_seq = 0, count = 0, base_ts = 0, prev_ts = 0, max_ts = 0;
@@ -630,6 +631,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
       for (RunWork::Block& b : w.blocks) {
         Codec codec = CompressBody(b.body, &packed);
         int64_t first_pos = next_pos;
+        if (w.commit_first_pos == 0) w.commit_first_pos = first_pos;
         next_pos += b.count;
         BlockRow row;
         row.last_pos = next_pos - 1;
@@ -663,6 +665,13 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     }
     txn.Commit();
     next_pos_ = next_pos;
+    // A run's new events in this group have contiguous seqs and positions.
+    for (size_t i = 0; i < group.size(); ++i) {
+      if (!results[i].ok() || results[i]->written == 0) continue;
+      const RunWork& w = runs[group[i].run_id];
+      results[i]->first_position =
+          w.commit_first_pos + (results[i]->first_seq - w.blocks.front().first_seq);
+    }
   } catch (const SQLite::Exception& e) {
     failure = FromSqlite(e, "append failed");
   }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -312,6 +313,46 @@ TEST_SUITE("SqliteEventStore") {
       CHECK(ev->size() == kAppends / 16);
       for (size_t i = 0; i < ev->size(); ++i) CHECK((*ev)[i].seq == static_cast<int64_t>(i + 1));
     }
+  }
+
+  TEST_CASE("An append reports the positions of what it wrote, also inside a shared group") {
+    TempDir dir;
+    auto store = OpenStore(dir.file("s.db"));
+    constexpr int kAppends = 600;
+    std::mutex mu;
+    std::map<std::pair<std::string, int64_t>, int64_t> expected;  // (run, seq) -> position
+    std::atomic<int> done{0};
+    std::promise<void> all_done;
+    for (int i = 0; i < kAppends; ++i) {
+      std::string run = "run-" + std::to_string(i % 7);
+      std::vector<NewEvent> batch;
+      for (int k = 0; k <= i % 3; ++k) batch.push_back(Ev(std::to_string(i) + "." + std::to_string(k)));
+      // Every 5th append repeats an id: its duplicate is not written.
+      if (i % 5 == 0) batch.push_back(Ev("dup", "pty:stdout", "chunk", Encoding::kBytes, "id-" + run));
+      store->AppendAsync(run, std::move(batch), {}, [&, run](Result<AppendResult> r) {
+        REQUIRE(r.ok());
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          if (r->written == 0) {
+            CHECK(r->first_position == 0);
+          } else {
+            CHECK(r->first_position > 0);
+            for (int64_t k = 0; k < r->written; ++k) expected[{run, r->first_seq + k}] = r->first_position + k;
+          }
+        }
+        if (++done == kAppends) all_done.set_value();
+      });
+    }
+    all_done.get_future().wait();
+    size_t seen = 0;
+    REQUIRE(store->ReadAll(0, [&](const EventView& v) {
+      auto it = expected.find({std::string(v.run_id), v.seq});
+      REQUIRE(it != expected.end());
+      CHECK(it->second == v.position);
+      ++seen;
+      return true;
+    }).ok());
+    CHECK(seen == expected.size());
   }
 
   TEST_CASE("The WAL is checkpointed in the background and stays bounded") {
