@@ -10,7 +10,10 @@ SQLite. From Python you can:
   idempotency ids, and follow runs live (``EventStore.subscribe``);
 * script live sessions like pexpect, with a durable log:
   ``SessionManager(store).create("pty", argv=["python3", "-q"])`` returns a
-  ``Session`` with ``send``/``expect``/``wait``.
+  ``Session`` with ``send``/``expect``/``wait``;
+* replay what a terminal showed at any point (``screen(store, run_id,
+  at_seq)``) and export recordings (``export_asciicast``, ``export_jsonl``,
+  ``import_jsonl``).
 
 Errors are ``dispatch.Error`` subclasses (``NotFound``, ``InvalidArgument``,
 ``Conflict``, ``Truncated``, ``Timeout``, ``Closed``, ...). Blocking calls
@@ -30,16 +33,19 @@ from typing import Any, Iterator, Optional, Union
 from ._errors import (Busy, Closed, Conflict, Corruption, Error, InvalidArgument, NotFound,
                       ReadOnly, Timeout, Truncated)
 from . import _dispatch
-from ._dispatch import (AppendResult, Event, EventIterator, EventStore, NewEvent, RunInfo,
-                        SessionRecord, Subscription, WorkspaceRecord)
+from ._dispatch import (AppendResult, Event, EventIterator, EventStore, LayoutRecord, NewEvent,
+                        RunInfo, Screen, SessionRecord, Subscription, WorkspaceRecord,
+                        export_asciicast, export_jsonl, import_jsonl, screen, session_status)
 
 __version__: str = _dispatch.__version__
 
 __all__ = [
     "EventStore", "Event", "EventIterator", "NewEvent", "AppendResult", "RunInfo",
-    "SessionRecord", "WorkspaceRecord", "Subscription", "SessionManager", "Session",
+    "SessionRecord", "WorkspaceRecord", "LayoutRecord", "Subscription", "SessionManager",
+    "Session", "Screen", "screen", "session_status", "export_asciicast", "export_jsonl",
+    "import_jsonl",
     "Error", "NotFound", "InvalidArgument", "Conflict", "Truncated", "Timeout", "Closed",
-    "Busy", "ReadOnly", "Corruption", "HAVE_REPLAY",
+    "Busy", "ReadOnly", "Corruption",
 ]
 
 # Close what is still open before the interpreter starts tearing down, so no
@@ -248,6 +254,18 @@ class Session:
         """The session's recorded events with seq > after_seq (from the store)."""
         return self._manager.store.read(self.run_id, after_seq, limit)
 
+    def screen(self, at_seq: Optional[int] = None, **options: Any) -> Screen:
+        """The session's terminal screen (pty sessions): ``dispatch.screen`` over its
+        recorded output. With ``at_seq=None`` it first waits (up to 10 s) until everything
+        the session emitted so far is committed, so the screen shows at least the output
+        ``expect`` has seen."""
+        if at_seq is None and not self._manager.closed:
+            try:
+                self._manager.wait_idle(self.run_id, 10.0)
+            except (NotFound, Closed):
+                pass
+        return screen(self._manager.store, self.run_id, at_seq, **options)
+
     def __enter__(self) -> "Session":
         return self
 
@@ -339,10 +357,3 @@ class SessionManager:
 
     def __repr__(self) -> str:
         return f"<dispatch.SessionManager store={self._store.path!r}{' closed' if self.closed else ''}>"
-
-
-# ---- replay (bound when the library's replay engine is built in)
-HAVE_REPLAY: bool = hasattr(_dispatch, "screen")
-if HAVE_REPLAY:  # pragma: no cover - depends on the build
-    from ._dispatch import screen, export_asciicast  # noqa: F401
-    __all__ += ["screen", "export_asciicast"]

@@ -2,10 +2,9 @@
 # Keep in sync with src/*.cc and __init__.py.
 import os
 import re
-from typing import Any, Callable, Iterator, Literal, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterator, Literal, Optional, TypedDict, Union
 
 __version__: str
-HAVE_REPLAY: bool
 
 Encoding = Literal["bytes", "json", "text"]
 Pattern = Union[bytes, str, re.Pattern[bytes], re.Pattern[str]]
@@ -117,6 +116,12 @@ class WorkspaceRecord:
     created_us: int
     last_accessed_us: int
 
+class LayoutRecord:
+    client_id: str
+    workspace_id: str
+    layout: Any
+    updated_us: int
+
 class Subscription:
     def close(self) -> None: ...
     @property
@@ -179,6 +184,10 @@ class EventStore:
     def settings(self) -> dict[str, Any]: ...
     def get_settings(self, category: str) -> Any: ...
     def put_settings(self, category: str, value: Any) -> None: ...
+    def layouts(self, client_id: str) -> list[LayoutRecord]: ...
+    def layout(self, client_id: str, workspace_id: str) -> LayoutRecord: ...
+    def put_layout(self, client_id: str, workspace_id: str, layout: Any) -> None: ...
+    def delete_layout(self, client_id: str, workspace_id: str) -> None: ...
     def close(self) -> None: ...
     def __enter__(self) -> EventStore: ...
     def __exit__(self, *exc: Any) -> None: ...
@@ -211,6 +220,8 @@ class Session:
     def close(self, force: bool = False, timeout: Optional[float] = 10.0) -> Optional[int]: ...
     def info(self) -> Optional[dict[str, Any]]: ...
     def events(self, after_seq: int = 0, limit: Optional[int] = None) -> EventIterator: ...
+    def screen(self, at_seq: Optional[int] = None, *, cols: int = 80, rows: int = 24,
+               scrollback: int = 1000, use_snapshots: bool = True) -> Screen: ...
     def __enter__(self) -> Session: ...
     def __exit__(self, *exc: Any) -> None: ...
 
@@ -229,3 +240,103 @@ class SessionManager:
     def close(self, timeout: float = 5.0) -> None: ...
     def __enter__(self) -> SessionManager: ...
     def __exit__(self, *exc: Any) -> None: ...
+
+# ---- replay and recordings
+Color = Union[None, int, tuple[int, int, int]]
+
+class Cell(TypedDict):
+    char: str
+    width: int
+    bold: bool
+    italic: bool
+    underline: int
+    blink: bool
+    reverse: bool
+    strike: bool
+    font: int
+    fg: Color
+    bg: Color
+
+class Screen:
+    """A terminal screen rebuilt from a pty run (a snapshot; see dispatch.screen)."""
+    run_id: str
+    @property
+    def seq(self) -> int: ...
+    @property
+    def lines(self) -> list[str]: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def cursor(self) -> tuple[int, int]: ...
+    @property
+    def cursor_visible(self) -> bool: ...
+    @property
+    def cursor_shape(self) -> Literal["block", "underline", "bar"]: ...
+    @property
+    def cols(self) -> int: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def size(self) -> tuple[int, int]: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def icon_name(self) -> str: ...
+    @property
+    def alt_screen(self) -> bool: ...
+    @property
+    def scrollback(self) -> list[str]: ...
+    @property
+    def snapshot_seq(self) -> int: ...
+    @property
+    def events_applied(self) -> int: ...
+    def cell(self, row: int, col: int) -> Cell: ...
+    def repaint(self, *, reset: bool = True, include_scrollback: bool = False) -> bytes: ...
+
+class SessionStatus(TypedDict):
+    run_id: str
+    seq: int
+    status: str
+    kind: str
+    exit_code: Optional[int]
+    signal: Optional[int]
+    error: str
+    cols: int
+    rows: int
+    created_us: int
+    started_us: int
+    ended_us: int
+    last_seq: int
+    last_ts_us: int
+    event_count: int
+    output_bytes: int
+    input_events: int
+
+class AsciicastStats(TypedDict):
+    output_events: int
+    resize_events: int
+    input_events: int
+    redacted_skipped: int
+    invalid_utf8_bytes: int
+
+class ImportStats(TypedDict):
+    runs: list[str]
+    events: int
+    sessions: int
+    renumbered: list[str]
+
+Destination = Union[PathLike, bytes, BinaryIO]
+
+def screen(store: EventStore, run_id: str, at_seq: Optional[int] = None, *, cols: int = 80,
+           rows: int = 24, scrollback: int = 1000, use_snapshots: bool = True) -> Screen:
+    """The terminal screen of a pty run after at_seq (None = now)."""
+def session_status(store: EventStore, run_id: str, at_seq: Optional[int] = None) -> SessionStatus:
+    """One run's lifecycle folded from its events up to at_seq."""
+def export_asciicast(store: EventStore, run_id: str, path: Destination, *,
+                     include_input: bool = False, title: Optional[str] = None, cols: int = 80,
+                     rows: int = 24, term: str = "xterm-256color") -> AsciicastStats:
+    """Writes a pty run as an asciicast v2 recording."""
+def export_jsonl(store: EventStore, run_id: str, path: Destination) -> int:
+    """Writes a run as JSON Lines; returns the number of events."""
+def import_jsonl(store: EventStore, path: Union[PathLike, bytes, BinaryIO]) -> ImportStats:
+    """Appends the runs of a JSON Lines export to store."""

@@ -4,8 +4,9 @@
 // exception, the one place where the mapping lives), event_type.cc (the
 // Event and EventIterator types, written against the CPython API because
 // iterating 100K events must cost well under a microsecond each), store.cc
-// (EventStore, records, subscriptions) and session.cc (SessionManager and
-// the sessions it runs). Nothing here is public C++ API.
+// (EventStore, records, subscriptions), session.cc (SessionManager and
+// the sessions it runs) and replay.cc (screens, status, recordings).
+// Nothing here is public C++ API.
 //
 // GIL rules, everywhere in the module: every call that may block (disk,
 // the store's writer, the session runtime's loop) runs with the GIL
@@ -91,6 +92,8 @@ PyObject* EncodingObject(Encoding e);
 // ---- bindings ----
 void BindStore(py::module_& m);
 void BindSession(py::module_& m);
+// dispatch.screen, session_status and the recordings (replay.cc).
+void BindReplay(py::module_& m);
 
 // At interpreter exit (atexit): stop every session manager, then close
 // every store still open, so no library thread calls into a finalising

@@ -12,6 +12,7 @@ PYBIND11_MODULE(_dispatch, m) {
   dispatch::python::InitEventTypes(m);
   dispatch::python::BindStore(m);
   dispatch::python::BindSession(m);
+  dispatch::python::BindReplay(m);
   m.def(
       "_shutdown",
       [] {
