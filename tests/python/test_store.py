@@ -226,6 +226,27 @@ def test_catalog_sessions_workspaces_settings(store, tmp_path):
         store.session("s1")
 
 
+def test_catalog_layouts(store):
+    assert store.layouts("client-1") == []
+    store.put_layout("client-1", "w1", {"panes": [{"run": "pty-1", "size": 0.5}], "tab": 2})
+    store.put_layout("client-1", "w2", [1, 2, 3])
+    store.put_layout("client-2", "w1", {"panes": []})
+    got = store.layout("client-1", "w1")
+    assert (got.client_id, got.workspace_id) == ("client-1", "w1")
+    assert got.layout == {"panes": [{"run": "pty-1", "size": 0.5}], "tab": 2}
+    assert got.updated_us > 0
+    assert sorted(l.workspace_id for l in store.layouts("client-1")) == ["w1", "w2"]
+    store.put_layout("client-1", "w1", {"tab": 3})           # replaces
+    assert store.layout("client-1", "w1").layout == {"tab": 3}
+    store.delete_layout("client-1", "w1")
+    with pytest.raises(dispatch.NotFound):
+        store.layout("client-1", "w1")
+    assert [l.workspace_id for l in store.layouts("client-1")] == ["w2"]
+    assert store.layout("client-2", "w1").layout == {"panes": []}
+    with pytest.raises(TypeError):
+        store.put_layout("client-1", "w3", object())           # not JSON-serialisable
+
+
 def test_error_mapping(tmp_path, store):
     # Each library status code arrives as its exception class, with the code.
     cases = [

@@ -166,3 +166,40 @@ def test_callbacks_run_while_main_thread_holds_no_lock(store):
 def test_bad_callback_argument(store):
     with pytest.raises(TypeError):
         store.subscribe("x", 0, "not callable")
+
+
+def test_raising_callbacks_do_not_harm_a_running_session(manager, store, caplog):
+    # Callbacks that raise (an Exception, SystemExit, from on_caught_up too) on a live
+    # session's run: each is reported, delivery goes on, the session and runtime carry on.
+    seen = []
+
+    def callback(e):
+        seen.append(e.seq)
+        if e.seq == 1:
+            raise SystemExit(3)
+        raise ValueError(f"event {e.seq}")
+
+    def on_caught_up(seq):
+        raise KeyError("caught up")
+
+    with caplog.at_level(logging.ERROR, logger="dispatch"):
+        with manager.create("pty", argv=["/bin/sh"], env={"PS1": "$ "}) as s:
+            sub = store.subscribe(s.run_id, 0, callback, on_caught_up=on_caught_up)
+            assert sub.wait_caught_up(10)
+            s.expect_exact("$ ")
+            s.sendline("echo still-alive")
+            s.expect("still-alive\r\n")
+            s.sendline("exit 0")
+            assert s.wait(10) == 0
+        manager.wait_idle(s.run_id)
+        wait_for(lambda: len(seen) == store.last_seq(s.run_id))
+    assert seen == list(range(1, store.last_seq(s.run_id) + 1))
+    kinds = [type(x) for x in sub.errors]
+    assert kinds.count(SystemExit) == 1 and KeyError in kinds
+    assert sub.error_count == len(seen) + 1
+    assert "subscription callback raised" in caplog.text
+    assert manager.errors() == []
+    # The runtime still runs sessions.
+    with manager.create("pty", argv=["/bin/sh", "-c", "echo again"]) as s2:
+        s2.expect("again")
+    sub.close()
