@@ -261,6 +261,10 @@ def test_replay_errors(store, tmp_path):
     assert info.value.code == "io_error"
     with pytest.raises(TypeError):
         dispatch.screen("not a store", "r")
+    with pytest.raises(TypeError, match="path must be"):
+        dispatch.export_jsonl(store, "r", 42)
+    with pytest.raises(TypeError, match="path must be"):
+        dispatch.import_jsonl(store, None)
 
     # Retention removed the start and no snapshot covers it.
     store.append("r", [NewEvent("pty:stdout", "chunk", b"y") for _ in range(5)])

@@ -209,12 +209,24 @@ struct Sink {
   py::object file;
 };
 
+// A str, bytes or os.PathLike path; TypeError otherwise.
+std::filesystem::path PathArg(py::handle p, const char* file_method) {
+  try {
+    return p.cast<std::filesystem::path>();
+  } catch (const py::cast_error&) {
+    throw py::type_error(std::string("path must be a str, bytes or os.PathLike path, or a "
+                                     "binary file object with ") +
+                         file_method + "(), not " +
+                         std::string(py::str(p.get_type().attr("__name__"))));
+  }
+}
+
 Sink SinkArg(py::handle dest) {
   Sink s;
   if (py::hasattr(dest, "write") && !py::isinstance<py::str>(dest)) {
     s.file = py::reinterpret_borrow<py::object>(dest);
   } else {
-    s.path = dest.cast<std::filesystem::path>();  // str, bytes or os.PathLike
+    s.path = PathArg(dest, "write");
   }
   return s;
 }
@@ -427,7 +439,7 @@ void BindReplay(py::module_& m) {
           std::istringstream in(std::move(bytes));
           r = ImportJsonl(*store, in);
         } else {
-          auto path = src.cast<std::filesystem::path>();
+          std::filesystem::path path = PathArg(src, "read");
           py::gil_scoped_release unlocked;
           std::ifstream in(path, std::ios::binary);
           if (!in) {
