@@ -107,10 +107,12 @@ class Session:
 
     @property
     def kind(self) -> str:
+        """The session kind: "pty", "claude", "file", ..."""
         return self._s.kind
 
     @property
     def manager(self) -> "SessionManager":
+        """The SessionManager running it."""
         return self._manager
 
     # ---- input
@@ -303,10 +305,12 @@ class SessionManager:
 
     @property
     def store(self) -> EventStore:
+        """The store the sessions are recorded in."""
         return self._store
 
     @property
     def closed(self) -> bool:
+        """True once close() stopped the runtime."""
         return bool(self._m.closed)
 
     def create(self, kind: str = "pty", workspace: Union[str, "_os.PathLike[str]"] = "", *,

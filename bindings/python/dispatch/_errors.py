@@ -55,6 +55,7 @@ class Conflict(Error):
 
     @property
     def actual_last_seq(self) -> int:
+        """The run's last seq when the append was refused."""
         return self.detail
 
 
@@ -69,6 +70,7 @@ class Truncated(Error):
 
     @property
     def earliest_seq(self) -> int:
+        """The first seq (or position) still stored."""
         return self.detail
 
 

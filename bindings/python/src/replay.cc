@@ -286,7 +286,7 @@ void BindReplay(py::module_& m) {
                        "(dispatch.screen). A snapshot: it does not change when the run goes on. "
                        "Not thread-safe beyond the GIL: use one object from one thread at a "
                        "time.")
-      .def_readonly("run_id", &PyScreen::run_id)
+      .def_readonly("run_id", &PyScreen::run_id, "The run it shows.")
       .def_property_readonly(
           "seq", [](const PyScreen& s) { return s.replay.seq; },
           "The screen is the state after this seq (the run's last seq at or below at_seq).")
@@ -304,19 +304,24 @@ void BindReplay(py::module_& m) {
           },
           "The cursor as (row, col), 0-based, on the screen.")
       .def_property_readonly(
-          "cursor_visible", [](const PyScreen& s) { return s.s().cursor().visible; })
+          "cursor_visible", [](const PyScreen& s) { return s.s().cursor().visible; },
+          "False while the program hides the cursor.")
       .def_property_readonly(
           "cursor_shape", [](const PyScreen& s) { return ShapeName(s.s().cursor().shape); },
           "'block', 'underline' or 'bar'.")
-      .def_property_readonly("cols", [](const PyScreen& s) { return s.s().cols(); })
-      .def_property_readonly("rows", [](const PyScreen& s) { return s.s().rows(); })
+      .def_property_readonly(
+          "cols", [](const PyScreen& s) { return s.s().cols(); }, "Width in cells.")
+      .def_property_readonly(
+          "rows", [](const PyScreen& s) { return s.s().rows(); }, "Height in rows.")
       .def_property_readonly(
           "size", [](const PyScreen& s) { return py::make_tuple(s.s().cols(), s.s().rows()); },
           "(cols, rows).")
       .def_property_readonly(
           "title", [](const PyScreen& s) { return Text(s.s().title()); },
           "The window title the program set (OSC 0/2), or ''.")
-      .def_property_readonly("icon_name", [](const PyScreen& s) { return Text(s.s().icon_name()); })
+      .def_property_readonly(
+          "icon_name", [](const PyScreen& s) { return Text(s.s().icon_name()); },
+          "The icon name the program set (OSC 0/1), or ''.")
       .def_property_readonly(
           "alt_screen", [](const PyScreen& s) { return s.s().alt_screen(); },
           "True while the program uses the alternate screen (full-screen programs: vim, "

@@ -427,18 +427,25 @@ void BindStore(py::module_& m) {
            "payload is taken as JSON text (checked on append). id: optional idempotency key; "
            "appending the same id to the run again does not duplicate. ts_us: recording time "
            "in µs since the epoch, 0 = now.")
-      .def_property_readonly("channel", [](const NewEvent& e) { return e.channel; })
-      .def_property_readonly("type", [](const NewEvent& e) { return e.type; })
+      .def_property_readonly(
+          "channel", [](const NewEvent& e) { return e.channel; },
+          "Where the event belongs, e.g. 'pty:stdout' ('<namespace>:<name>').")
+      .def_property_readonly(
+          "type", [](const NewEvent& e) { return e.type; }, "What happened, e.g. 'chunk'.")
       .def_property_readonly("payload", [](const NewEvent& e) { return py::bytes(e.payload); },
                              "The payload as it will be stored (bytes).")
-      .def_property_readonly("encoding",
-                             [](const NewEvent& e) { return std::string(EncodingName(e.encoding)); })
+      .def_property_readonly(
+          "encoding", [](const NewEvent& e) { return std::string(EncodingName(e.encoding)); },
+          "'bytes', 'json' or 'text'.")
       .def_property_readonly("id",
                              [](const NewEvent& e) -> py::object {
                                if (e.id.empty()) return py::none();
                                return py::str(e.id);
-                             })
-      .def_property_readonly("ts_us", [](const NewEvent& e) { return e.ts_us; })
+                             },
+                             "The idempotency key, or None.")
+      .def_property_readonly(
+          "ts_us", [](const NewEvent& e) { return e.ts_us; },
+          "Recording time in µs since the epoch; 0 = the store stamps it.")
       .def("__repr__", [](const NewEvent& e) {
         return "NewEvent(channel=" + std::string(py::repr(py::str(e.channel))) +
                ", type=" + std::string(py::repr(py::str(e.type))) +
@@ -465,14 +472,14 @@ void BindStore(py::module_& m) {
 
   // ---- RunInfo
   py::class_<RunInfo>(m, "RunInfo", "Metadata of one run (stream).")
-      .def_readonly("run_id", &RunInfo::run_id)
+      .def_readonly("run_id", &RunInfo::run_id, "The run's id.")
       .def_readonly("first_seq", &RunInfo::first_seq,
                     "Earliest seq still stored (retention moves it up).")
-      .def_readonly("last_seq", &RunInfo::last_seq)
-      .def_readonly("event_count", &RunInfo::event_count)
-      .def_readonly("payload_bytes", &RunInfo::payload_bytes)
-      .def_readonly("created_us", &RunInfo::created_us)
-      .def_readonly("updated_us", &RunInfo::updated_us)
+      .def_readonly("last_seq", &RunInfo::last_seq, "The seq of its newest event.")
+      .def_readonly("event_count", &RunInfo::event_count, "Events stored (after retention).")
+      .def_readonly("payload_bytes", &RunInfo::payload_bytes, "Payload bytes stored.")
+      .def_readonly("created_us", &RunInfo::created_us, "First append, µs since the epoch.")
+      .def_readonly("updated_us", &RunInfo::updated_us, "Last append, µs since the epoch.")
       .def("__repr__", [](const RunInfo& r) {
         return "RunInfo(run_id='" + r.run_id + "', first_seq=" + std::to_string(r.first_seq) +
                ", last_seq=" + std::to_string(r.last_seq) +
@@ -481,15 +488,15 @@ void BindStore(py::module_& m) {
 
   // ---- SessionRecord
   py::class_<SessionRecord>(m, "SessionRecord", "A session as recorded in the store's catalog.")
-      .def_readonly("run_id", &SessionRecord::run_id)
+      .def_readonly("run_id", &SessionRecord::run_id, "The session's run (its event stream).")
       .def_readonly("kind", &SessionRecord::kind, "'pty', 'claude', 'file', ...")
       .def_property_readonly("status", [](const SessionRecord& s) { return ToStr(s.status); },
                              "'starting', 'running', 'stopped' or 'error'.")
-      .def_readonly("workspace", &SessionRecord::workspace)
+      .def_readonly("workspace", &SessionRecord::workspace, "The workspace it ran in.")
       .def_property_readonly("meta", [](const SessionRecord& s) { return JsonLoads(s.meta); },
                              "The session's meta JSON object, parsed (dict).")
-      .def_readonly("created_us", &SessionRecord::created_us)
-      .def_readonly("updated_us", &SessionRecord::updated_us)
+      .def_readonly("created_us", &SessionRecord::created_us, "µs since the epoch.")
+      .def_readonly("updated_us", &SessionRecord::updated_us, "µs since the epoch.")
       .def("__repr__", [](const SessionRecord& s) {
         return "SessionRecord(run_id='" + s.run_id + "', kind='" + s.kind + "', status='" +
                ToStr(s.status) + "', workspace='" + s.workspace + "')";
@@ -497,16 +504,16 @@ void BindStore(py::module_& m) {
 
   // ---- WorkspaceRecord
   py::class_<WorkspaceRecord>(m, "WorkspaceRecord", "A workspace as recorded in the catalog.")
-      .def_readonly("id", &WorkspaceRecord::id)
-      .def_readonly("name", &WorkspaceRecord::name)
-      .def_readonly("path", &WorkspaceRecord::path)
+      .def_readonly("id", &WorkspaceRecord::id, "The workspace id.")
+      .def_readonly("name", &WorkspaceRecord::name, "Display name.")
+      .def_readonly("path", &WorkspaceRecord::path, "Its directory.")
       .def_property_readonly("status", [](const WorkspaceRecord& w) { return ToStr(w.status); },
                              "'active', 'archived' or 'error'.")
       .def_property_readonly("metadata",
                              [](const WorkspaceRecord& w) { return JsonLoads(w.metadata); },
                              "The metadata JSON object, parsed (dict).")
-      .def_readonly("created_us", &WorkspaceRecord::created_us)
-      .def_readonly("last_accessed_us", &WorkspaceRecord::last_accessed_us)
+      .def_readonly("created_us", &WorkspaceRecord::created_us, "µs since the epoch.")
+      .def_readonly("last_accessed_us", &WorkspaceRecord::last_accessed_us, "µs since the epoch.")
       .def("__repr__", [](const WorkspaceRecord& w) {
         return "WorkspaceRecord(id='" + w.id + "', name='" + w.name + "', path='" + w.path +
                "', status='" + ToStr(w.status) + "')";
@@ -515,11 +522,11 @@ void BindStore(py::module_& m) {
   // ---- LayoutRecord
   py::class_<LayoutRecord>(m, "LayoutRecord",
                            "A client's saved layout of one workspace (panes, tabs...), as JSON.")
-      .def_readonly("client_id", &LayoutRecord::client_id)
-      .def_readonly("workspace_id", &LayoutRecord::workspace_id)
+      .def_readonly("client_id", &LayoutRecord::client_id, "The client that saved it.")
+      .def_readonly("workspace_id", &LayoutRecord::workspace_id, "The workspace it lays out.")
       .def_property_readonly("layout", [](const LayoutRecord& l) { return JsonLoads(l.layout); },
                              "The layout JSON value, parsed.")
-      .def_readonly("updated_us", &LayoutRecord::updated_us)
+      .def_readonly("updated_us", &LayoutRecord::updated_us, "Last saved, µs since the epoch.")
       .def("__repr__", [](const LayoutRecord& l) {
         return "LayoutRecord(client_id='" + l.client_id + "', workspace_id='" + l.workspace_id +
                "')";
@@ -534,7 +541,7 @@ void BindStore(py::module_& m) {
                              "'dispatch' logger and kept in `errors`; delivery goes on.")
       .def("close", &PySubscription::Close,
            "Stops delivery. Idempotent; may be called from inside a callback.")
-      .def_property_readonly("closed", &PySubscription::closed)
+      .def_property_readonly("closed", &PySubscription::closed, "True once close() was called.")
       .def_property_readonly("cursor", &PySubscription::cursor,
                              "The last seq (position for subscribe_all) delivered so far.")
       .def_property_readonly(
@@ -550,8 +557,9 @@ void BindStore(py::module_& m) {
       .def_property_readonly(
           "errors", [](PySubscription& s) { return py::list(s.state().errors); },
           "Exceptions raised by this subscription's callbacks (the last 100).")
-      .def_property_readonly("error_count",
-                             [](PySubscription& s) { return s.state().error_count; })
+      .def_property_readonly(
+          "error_count", [](PySubscription& s) { return s.state().error_count; },
+          "How many times a callback raised (all of them, not only the last 100).")
       .def_property_readonly(
           "error", [](PySubscription& s) { return s.state().end_error; },
           "The dispatch.Error that ended the subscription by itself (store closed: "
@@ -593,8 +601,8 @@ void BindStore(py::module_& m) {
            "(':memory:' for a private in-memory store). durability='full' also survives "
            "power loss (fsync per group commit). Raises InvalidArgument, Corruption, "
            "ReadOnly or Error(code='io_error').")
-      .def_readonly("path", &PyStore::path)
-      .def_readonly("read_only", &PyStore::read_only)
+      .def_readonly("path", &PyStore::path, "The path the store was opened with.")
+      .def_readonly("read_only", &PyStore::read_only, "True if opened read_only.")
       .def(
           "append",
           [](PyStore& self, const std::string& run_id, py::handle events,
@@ -799,7 +807,7 @@ void BindStore(py::module_& m) {
           [](PyStore& self, const std::string& id) {
             Check(Unlocked([&] { return self.s().catalog().DeleteWorkspace(id); }));
           },
-          py::arg("id"))
+          py::arg("id"), "Removes a workspace record (sessions and events stay).")
       .def(
           "settings",
           [](PyStore& self) {
