@@ -175,9 +175,19 @@ def test_retention_raises_truncated_with_earliest_seq(store):
         store.read("t")
     assert info.value.earliest_seq == 6
     assert [e.seq for e in store.read("t", after_seq=info.value.earliest_seq - 1)] == [6, 7, 8, 9, 10]
-    with pytest.raises(dispatch.Truncated):
+    with pytest.raises(dispatch.Truncated) as info:
         store.subscribe("t", 0, lambda e: None)
+    assert info.value.earliest_seq == 6
     assert store.run("t").first_seq == 6
+    seen = []
+    sub = store.subscribe("t", 5, lambda e: seen.append(e.seq))
+    assert sub.wait_caught_up(10) and seen == [6, 7, 8, 9, 10]
+    sub.close()
+    # The refused subscription left nothing behind that close() would wait for.
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "close() hangs after a refused subscribe"
 
 
 def test_runs_and_run_info(store):

@@ -360,25 +360,8 @@ std::unique_ptr<PySubscription> Subscribe(PyStore& self, std::optional<std::stri
   Result<std::unique_ptr<Subscription>> r = Status::Internal("not subscribed");
   {
     py::gil_scoped_release unlocked;  // the first callbacks may run at once
-    // Work-around for a store bug (to be fixed in lib/store): a Subscribe
-    // that fails with Truncated after registering leaves a half-registered
-    // subscription that can make a later Close() hang, so a truncated cursor
-    // is refused here before the store sees it. (Retention running between
-    // this check and Subscribe can still reach the store's path.)
-    if (run_id && ValidateRunId(*run_id).ok() && after >= 0) {
-      Result<RunInfo> run = self.s().GetRun(*run_id);
-      if (run.ok() && after + 1 < run->first_seq) {
-        r = Status::Truncated("run " + *run_id + ": events before seq " +
-                                  std::to_string(run->first_seq) +
-                                  " were removed by retention; earliest available is " +
-                                  std::to_string(run->first_seq),
-                              run->first_seq);
-      }
-    }
-    if (r.ok() || r.error().code() != StatusCode::kTruncated) {
-      r = run_id ? self.s().Subscribe(*run_id, after, std::move(handlers), options)
-                 : self.s().SubscribeAll(after, std::move(handlers), options);
-    }
+    r = run_id ? self.s().Subscribe(*run_id, after, std::move(handlers), options)
+               : self.s().SubscribeAll(after, std::move(handlers), options);
   }
   sub->Attach(Take(std::move(r)));
   return sub;
