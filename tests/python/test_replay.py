@@ -309,3 +309,39 @@ def test_screen_rebuild_releases_the_gil(store):
     gaps = [b - a for a, b in zip([start] + during, during + [end])]
     assert end - start > 0.05, "rebuild too fast to tell"
     assert max(gaps) < (end - start) / 2, (max(gaps), end - start)
+
+
+def test_damaged_recordings_and_random_output_never_crash(store):
+    # Random terminal output (any bytes, split anywhere) gives a screen; a JSON Lines
+    # export damaged at random places imports or fails with a dispatch.Error, never
+    # worse.
+    import random
+    rng = random.Random(6)
+    store.append("noise", [NewEvent("pty:stdout", "chunk",
+                                    bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))))
+                           for _ in range(200)])
+    sc = dispatch.screen(store, "noise", cols=40, rows=10)
+    assert len(sc.lines) == sc.rows and 0 <= sc.cursor[0] < sc.rows and 0 <= sc.cursor[1] <= sc.cols
+    assert sc.repaint()
+    buf = io.BytesIO()
+    store.append("short", [NewEvent("pty:stdout", "chunk", b"%d" % i) for i in range(20)])
+    dispatch.export_jsonl(store, "short", buf)
+    good = buf.getvalue()
+    outcomes = set()
+    for i in range(150):
+        data = bytearray(good.replace(b'"runId":"short"', b'"runId":"s%d"' % i))
+        for _ in range(rng.randrange(1, 3)):
+            at = rng.randrange(len(data))
+            if rng.random() < 0.5:      # often still valid: another base64 character
+                data[at] = rng.choice(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+            else:
+                data[at:at + rng.randrange(1, 8)] = bytes(
+                    rng.randrange(256) for _ in range(rng.randrange(0, 8)))
+        try:
+            got = dispatch.import_jsonl(store, io.BytesIO(bytes(data)))
+            outcomes.add("ok")
+            assert got["events"] == sum(store.run(r).event_count for r in got["runs"])
+        except dispatch.Error as e:
+            outcomes.add(type(e).__name__)
+            assert str(e)
+    assert "InvalidArgument" in outcomes and "ok" in outcomes, outcomes

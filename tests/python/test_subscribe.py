@@ -70,14 +70,18 @@ def test_callback_that_raises_does_not_stop_delivery(store, caplog):
 def test_close_from_inside_the_callback(store):
     seen = []
     holder = {}
+    assigned = threading.Event()
 
     def callback(e):
         seen.append(e.seq)
         if e.seq == 5:
+            # Delivery starts before subscribe() returns: wait until the handle is known.
+            assert assigned.wait(10)
             holder["sub"].close()
 
     store.append("inside", [ev() for _ in range(20)])
     holder["sub"] = store.subscribe("inside", 0, callback)
+    assigned.set()
     wait_for(lambda: holder["sub"].closed)
     time.sleep(0.1)
     assert seen == [1, 2, 3, 4, 5]
