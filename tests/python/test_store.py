@@ -91,6 +91,11 @@ def test_fields_timestamps_ids_and_positions(store):
         a.seq = 5                                # events are immutable
     assert a == list(store.read("one"))[0] and a != c
     assert "seq=1" in repr(a) and "id='k1'" in repr(a)
+    # An append reports where its events landed: contiguous positions from first_position.
+    r = store.append("two", [ev(b"d"), ev(b"e"), ev(b"f")])
+    got = {(e.seq): e.position for e in store.read("two", after_seq=1)}
+    assert got == {r.first_seq + k: r.first_position + k for k in range(3)}
+    assert store.append("one", ev(b"a", id="k1")).first_position == 0      # a duplicate only
 
 
 def test_idempotent_ids_do_not_duplicate(store):

@@ -85,6 +85,7 @@ class NewEvent:
 class AppendResult:
     seqs: list[int]
     first_seq: int
+    first_position: int
     last_seq: int
     written: int
     duplicates: int

@@ -444,6 +444,9 @@ void BindStore(py::module_& m) {
                     "the original's seq).")
       .def_readonly("first_seq", &AppendResult::first_seq,
                     "First newly written seq (0 if nothing was written).")
+      .def_readonly("first_position", &AppendResult::first_position,
+                    "Store-wide position of first_seq (0 if nothing was written); the written "
+                    "events are contiguous: seq first_seq + k has position first_position + k.")
       .def_readonly("last_seq", &AppendResult::last_seq, "The run's last seq after the append.")
       .def_readonly("written", &AppendResult::written, "Events newly written.")
       .def_readonly("duplicates", &AppendResult::duplicates, "Events skipped as duplicates by id.")
