@@ -39,7 +39,9 @@ class DISPATCH_EXPORT Projection {
  public:
   virtual ~Projection() = default;
 
-  // The snapshot name ("status", "screen", …); one per kind of state.
+  // The snapshot name ("status", "screen", …); one per kind of state:
+  // 1–64 bytes of [A-Za-z0-9._:/-] (IsValidEventName), else the engine
+  // refuses the projection.
   virtual std::string_view name() const = 0;
   // The version of the format Save() writes. Snapshots of another version
   // are ignored (the engine replays from the start instead).
@@ -100,7 +102,11 @@ class DISPATCH_EXPORT SessionStatusProjection final : public Projection {
 class DISPATCH_EXPORT SessionListProjection final : public Projection {
  public:
   static constexpr int32_t kVersion = 1;
-  // The run id its snapshots are stored under (it spans every run).
+  // The run id its snapshots are stored under (it spans every run). It is a
+  // valid run id, so a user run may have the same name: all-runs snapshots
+  // are therefore stored under the projection's name prefixed with
+  // kAllRunsSnapshotPrefix (see dispatch/replay.h), which no projection name
+  // may contain, and never meet that run's own snapshots.
   static constexpr std::string_view kSnapshotRunId = "dispatch:all";
 
   std::string_view name() const override { return "sessions"; }

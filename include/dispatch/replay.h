@@ -34,6 +34,12 @@ namespace dispatch {
 
 inline constexpr int64_t kLatestSeq = INT64_MAX;
 
+// All-runs snapshots (RebuildAll) are stored under run id
+// SessionListProjection::kSnapshotRunId and name kAllRunsSnapshotPrefix +
+// projection name. '*' is not allowed in projection names, so they cannot
+// collide with the snapshots of a user run of that id.
+inline constexpr std::string_view kAllRunsSnapshotPrefix = "*";
+
 // When to take a snapshot while applying events: after `every_events`
 // events or `every_bytes` payload bytes since the last one, whichever comes
 // first (0 disables that trigger). Older snapshots beyond `keep` are removed.
@@ -81,7 +87,8 @@ class DISPATCH_EXPORT ReplayEngine {
                                int64_t up_to_seq = kLatestSeq, const RebuildOptions& options = {});
 
   // The same over every run in position order (for SessionListProjection);
-  // snapshots under SessionListProjection::kSnapshotRunId, seq = position.
+  // snapshots under SessionListProjection::kSnapshotRunId and name
+  // kAllRunsSnapshotPrefix + projection name, seq = position.
   Result<ReplayResult> RebuildAll(Projection& projection, int64_t up_to_position = kLatestSeq,
                                   const RebuildOptions& options = {});
 

@@ -44,13 +44,27 @@ class PolicyCounter {
   int64_t events_ = 0, bytes_ = 0;
 };
 
-// Loads the newest usable snapshot of (key, projection) at or before `at`.
-// Returns the seq it stands for (0 = none, projection reset).
-Result<int64_t> LoadNewestSnapshot(Catalog& catalog, std::string_view key, Projection& p,
-                                   int64_t at, ReplayResult* r) {
+// A projection's name is a snapshot name: refuse what could collide with
+// the all-runs snapshot names (and nonsense).
+Status CheckProjectionName(const Projection& p) {
+  if (!IsValidEventName(p.name())) {
+    return Status::InvalidArgument(fmt::format(
+        "projection name '{}' is not 1-64 bytes of [A-Za-z0-9._:/-]", p.name()));
+  }
+  return Status::Ok();
+}
+
+std::string AllRunsName(const Projection& p) {
+  return std::string(kAllRunsSnapshotPrefix) + std::string(p.name());
+}
+
+// Loads the newest usable snapshot (key, name) of projection `p` at or
+// before `at`. Returns the seq it stands for (0 = none, projection reset).
+Result<int64_t> LoadNewestSnapshot(Catalog& catalog, std::string_view key, std::string_view name,
+                                   Projection& p, int64_t at, ReplayResult* r) {
   p.Reset();
   while (at >= 1) {
-    auto snap = catalog.GetSnapshot(key, p.name(), at);
+    auto snap = catalog.GetSnapshot(key, name, at);
     if (!snap.ok()) {
       if (snap.status().code() == StatusCode::kNotFound) return int64_t{0};
       return snap.status();
@@ -63,12 +77,12 @@ Result<int64_t> LoadNewestSnapshot(Catalog& catalog, std::string_view key, Proje
   return int64_t{0};
 }
 
-Status PutSnapshots(Catalog& catalog, std::string_view key, const Projection& p,
-                    std::vector<PendingSnapshot>* pending, ReplayResult* r) {
+Status PutSnapshots(Catalog& catalog, std::string_view key, std::string_view name,
+                    const Projection& p, std::vector<PendingSnapshot>* pending, ReplayResult* r) {
   for (auto& s : *pending) {
     SnapshotRecord rec;
     rec.run_id = std::string(key);
-    rec.name = std::string(p.name());
+    rec.name = std::string(name);
     rec.seq = s.seq;
     rec.version = p.version();
     rec.data = std::move(s.data);
@@ -87,12 +101,13 @@ ReplayEngine::ReplayEngine(EventStore* store) : store_(store) {}
 Result<ReplayResult> ReplayEngine::Rebuild(std::string_view run_id, Projection& p,
                                            int64_t up_to_seq, const RebuildOptions& options) {
   if (Status s = ValidateRunId(run_id); !s.ok()) return s;
+  if (Status s = CheckProjectionName(p); !s.ok()) return s;
   if (up_to_seq < 0) return Status::InvalidArgument("seq must be >= 0");
   ReplayResult r;
   int64_t cursor = 0;
   p.Reset();
   if (options.use_snapshots && up_to_seq > 0) {
-    auto got = LoadNewestSnapshot(store_->catalog(), run_id, p, up_to_seq, &r);
+    auto got = LoadNewestSnapshot(store_->catalog(), run_id, p.name(), p, up_to_seq, &r);
     if (!got.ok()) return got.status();
     cursor = *got;
     r.snapshot_seq = cursor;
@@ -115,7 +130,9 @@ Result<ReplayResult> ReplayEngine::Rebuild(std::string_view run_id, Projection& 
         ro);
     if (!read.ok()) return read.status();
     if (!pending.empty()) {
-      if (Status s = PutSnapshots(store_->catalog(), run_id, p, &pending, &r); !s.ok()) return s;
+      if (Status s = PutSnapshots(store_->catalog(), run_id, p.name(), p, &pending, &r); !s.ok()) {
+        return s;
+      }
     }
     cursor = last;
     if (read->count < static_cast<int64_t>(ro.limit)) break;
@@ -127,12 +144,14 @@ Result<ReplayResult> ReplayEngine::Rebuild(std::string_view run_id, Projection& 
 Result<ReplayResult> ReplayEngine::RebuildAll(Projection& p, int64_t up_to_position,
                                               const RebuildOptions& options) {
   if (up_to_position < 0) return Status::InvalidArgument("position must be >= 0");
+  if (Status s = CheckProjectionName(p); !s.ok()) return s;
   const std::string_view key = SessionListProjection::kSnapshotRunId;
+  const std::string name = AllRunsName(p);
   ReplayResult r;
   int64_t cursor = 0;
   p.Reset();
   if (options.use_snapshots && up_to_position > 0) {
-    auto got = LoadNewestSnapshot(store_->catalog(), key, p, up_to_position, &r);
+    auto got = LoadNewestSnapshot(store_->catalog(), key, name, p, up_to_position, &r);
     if (!got.ok()) return got.status();
     cursor = *got;
     r.snapshot_seq = cursor;
@@ -160,7 +179,7 @@ Result<ReplayResult> ReplayEngine::RebuildAll(Projection& p, int64_t up_to_posit
         ro);
     if (!read.ok()) return read.status();
     if (!pending.empty()) {
-      if (Status s = PutSnapshots(store_->catalog(), key, p, &pending, &r); !s.ok()) return s;
+      if (Status s = PutSnapshots(store_->catalog(), key, name, p, &pending, &r); !s.ok()) return s;
     }
     cursor = last;
     if (past || read->count == 0 || read->stopped) break;
@@ -170,6 +189,7 @@ Result<ReplayResult> ReplayEngine::RebuildAll(Projection& p, int64_t up_to_posit
 }
 
 Status ReplayEngine::SaveSnapshot(std::string_view run_id, const Projection& p, int64_t seq) {
+  if (Status s = CheckProjectionName(p); !s.ok()) return s;
   SnapshotRecord rec;
   rec.run_id = std::string(run_id);
   rec.name = std::string(p.name());

@@ -253,6 +253,83 @@ TEST_CASE("The session list spans runs, keyed by run, merged shallowly") {
   CHECK(full.Save() == again.Save());
 }
 
+// A projection with a chosen name, for the name checks.
+class NamedProjection final : public Projection {
+ public:
+  explicit NamedProjection(std::string name) : name_(std::move(name)) {}
+  std::string_view name() const override { return name_; }
+  int32_t version() const override { return 1; }
+  void Reset() override { count_ = 0; }
+  void Apply(const EventView&) override { ++count_; }
+  std::string Save() const override { return std::to_string(count_); }
+  Status Load(std::string_view) override { return Status::Ok(); }
+
+ private:
+  std::string name_;
+  int64_t count_ = 0;
+};
+
+TEST_CASE("A user run named like the all-runs snapshot key keeps its own snapshots") {
+  TempDir dir;
+  auto store = OpenStore(dir.file("s.db"));
+  ReplayEngine engine(store.get());
+  const std::string reserved(SessionListProjection::kSnapshotRunId);
+  // The id is a valid run id: a user can make a run with it.
+  Append(*store, "other", {Json("system:status", "created", R"({"kind":"claude"})"), Ev("x")});
+  Append(*store, reserved,
+         {Json("system:status", "created", R"({"kind":"pty","mine":1})"), Ev("a"), Ev("b")});
+  Append(*store, "other", {Ev("y"), Ev("z")});
+  // All-runs snapshots (one per event) and the user run's own snapshots of
+  // the same projection, saved at overlapping seqs.
+  SessionListProjection all;
+  auto ra = engine.RebuildAll(all, kLatestSeq, {false, {1, 0, 0}});
+  REQUIRE(ra.ok());
+  CHECK(ra->snapshots_saved == 7);
+  SessionListProjection mine;
+  auto rm = engine.Rebuild(reserved, mine, kLatestSeq, {false, {1, 0, 0}});
+  REQUIRE(rm.ok());
+  CHECK(rm->snapshots_saved == 3);
+  REQUIRE(mine.size() == 1);  // only the run itself
+  // Each side starts from its own snapshots and ends where a full replay does.
+  SessionListProjection all2, mine2, all_full, mine_full;
+  auto a2 = engine.RebuildAll(all2);
+  REQUIRE(a2.ok());
+  CHECK(a2->snapshot_seq == 7);
+  CHECK(a2->snapshots_skipped == 0);
+  REQUIRE(engine.RebuildAll(all_full, kLatestSeq, {false, {0, 0, 0}}).ok());
+  CHECK(all2.Save() == all_full.Save());
+  CHECK(all2.size() == 2);
+  for (int64_t at = 1; at <= 3; ++at) {
+    INFO("seq ", at);
+    auto m2 = engine.Rebuild(reserved, mine2, at);
+    REQUIRE(m2.ok());
+    CHECK(m2->snapshot_seq == at);
+    REQUIRE(engine.Rebuild(reserved, mine_full, at, {false, {0, 0, 0}}).ok());
+    CHECK(mine2.Save() == mine_full.Save());
+    CHECK(mine2.size() == 1);
+    CHECK(!mine2.Get("other"));
+  }
+  // Both kinds sit in the catalog under the same run id, apart by name.
+  auto per_run = store->catalog().GetSnapshot(reserved, "sessions");
+  REQUIRE(per_run.ok());
+  CHECK(per_run->seq == 3);
+  auto all_runs = store->catalog().GetSnapshot(reserved, std::string(kAllRunsSnapshotPrefix) + "sessions");
+  REQUIRE(all_runs.ok());
+  CHECK(all_runs->seq == 7);
+  // A projection cannot take a name in the all-runs space.
+  NamedProjection starred("*sessions"), empty(""), fine("count");
+  CHECK(engine.Rebuild(reserved, starred).status().code() == StatusCode::kInvalidArgument);
+  CHECK(engine.RebuildAll(starred).status().code() == StatusCode::kInvalidArgument);
+  CHECK(engine.SaveSnapshot(reserved, starred, 1).code() == StatusCode::kInvalidArgument);
+  CHECK(engine.Rebuild(reserved, empty).status().code() == StatusCode::kInvalidArgument);
+  CHECK(LiveProjection::Start(store.get(), reserved, std::make_unique<NamedProjection>("*x"))
+            .status()
+            .code() == StatusCode::kInvalidArgument);
+  auto ok = engine.Rebuild(reserved, fine);
+  REQUIRE(ok.ok());
+  CHECK(ok->seq == 3);
+}
+
 TEST_CASE("A live projection follows appends and takes snapshots by policy") {
   TempDir dir;
   auto store = OpenStore(dir.file("s.db"));
