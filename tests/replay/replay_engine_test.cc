@@ -285,6 +285,14 @@ TEST_CASE("A user run named like the all-runs snapshot key keeps its own snapsho
   auto ra = engine.RebuildAll(all, kLatestSeq, {false, {1, 0, 0}});
   REQUIRE(ra.ok());
   CHECK(ra->snapshots_saved == 7);
+  // The run's own rebuild does not pick up an all-runs snapshot.
+  SessionListProjection before;
+  auto rb = engine.Rebuild(reserved, before, 3);
+  REQUIRE(rb.ok());
+  CHECK(rb->snapshot_seq == 0);
+  CHECK(rb->events_applied == 3);
+  CHECK(before.size() == 1);
+  CHECK(!before.Get("other"));
   SessionListProjection mine;
   auto rm = engine.Rebuild(reserved, mine, kLatestSeq, {false, {1, 0, 0}});
   REQUIRE(rm.ok());
