@@ -210,9 +210,10 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
   while (last >= 0 && IsBlankDefault(cells[last])) --last;
   if (last < 0) return;
   // Which tails a wide glyph to their left makes naturally.
-  std::vector<int> gw(static_cast<size_t>(last + 1), 1);
+  std::vector<int> gw(static_cast<size_t>(last + 2), 1);
   std::vector<bool> must(static_cast<size_t>(last + 2), false);  // paint even if blank
   std::vector<int> fillers;
+  std::vector<int> shifted;  // orphans made by a filler one column right, then DCH
   for (int i = 0; i <= last; ++i) {
     if (!tail(i) && cells[i].chars[0] != 0) gw[i] = GlyphWidth(cells[i].chars[0]);
   }
@@ -224,6 +225,11 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
       if (!natural(i) && i > 0 && (!tail(i - 1) || natural(i - 1))) {
         fillers.push_back(i - 1);
         if (!tail(i - 1)) must[i - 1] = true;
+      } else if (!natural(i) && i + 1 < n) {
+        // In the first column, or right of another orphan (a DCH left it
+        // there): no filler to its left can make it, so make it the same
+        // way, with a filler at i and a DCH at i.
+        shifted.push_back(i);
       }
     } else if (gw[i] == 2 && i + 1 < n && !tail(i + 1)) {
       must[i + 1] = true;  // its right half was overwritten: overwrite it again
@@ -235,14 +241,36 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
       *pen = p;
     }
   };
+  // The cursor column; -1 after a glyph that reached the right margin: the
+  // terminal then waits to wrap, and the next glyph would go to the next
+  // line, so the next move must be absolute (it also cancels the wrap).
   int cur = 0;
   auto move_to = [&](int col) {
+    if (cur < 0) {
+      fmt::format_to(std::back_inserter(*out), "\x1b[{}G", col + 1);
+      cur = col;
+      return;
+    }
     if (col == cur) return;
     if (col > cur && col - cur == 1) out->append("\x1b[C");
     else if (col > cur) fmt::format_to(std::back_inserter(*out), "\x1b[{}C", col - cur);
     else fmt::format_to(std::back_inserter(*out), "\x1b[{}G", col + 1);
     cur = col;
   };
+  // Shifted orphans first, left to right (a DCH moves what is right of it),
+  // with the default pen so that the cell the DCH brings in is a blank one.
+  if (!shifted.empty()) {
+    Pen dp;
+    dp.fg.type = VTERM_COLOR_DEFAULT_FG;
+    dp.bg.type = VTERM_COLOR_DEFAULT_BG;
+    set_pen(dp);
+    for (int f : shifted) {
+      move_to(f);
+      out->append("\xe4\xb8\x80");  // U+4E00 over f, f+1
+      fmt::format_to(std::back_inserter(*out), "\x1b[{}G\x1b[P", f + 1);
+      cur = f;
+    }
+  }
   // A cell that starts with a combining mark (one that came with nothing to
   // combine with) must be painted before its left neighbour, else it would
   // combine with it.
@@ -269,9 +297,12 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
   for (int f : fillers) {
     move_to(f);
     out->append("\xe4\xb8\x80");  // U+4E00, two columns
-    cur = f + 2;
+    cur = f + 2 >= n ? -1 : f + 2;
   }
-  for (int i = 0; i <= last;) {
+  // The cell right of the last one may have to be painted (a wide glyph's
+  // overwritten right half).
+  int end = last + 1 < n && must[static_cast<size_t>(last + 1)] ? last + 1 : last;
+  for (int i = 0; i <= end;) {
     const VTermScreenCell& c = cells[i];
     if (tail(i) || (IsBlankDefault(c) && !must[i]) || (c.chars[0] != 0 && gw[i] == 0)) {
       ++i;
@@ -280,7 +311,7 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
     if (c.chars[0] == 0) {  // erased: ECH the run with its pen
       Pen p = PenOf(c);
       int j = i + 1;
-      while (j <= last && cells[j].chars[0] == 0 && SamePen(PenOf(cells[j]), p)) ++j;
+      while (j <= end && cells[j].chars[0] == 0 && SamePen(PenOf(cells[j]), p)) ++j;
       move_to(i);
       set_pen(p);
       if (j - i == 1) out->append("\x1b[X");
@@ -295,7 +326,7 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
     move_to(i);
     set_pen(PenOf(c));
     AppendCellChars(out, c);
-    cur = std::min(i + gw[i], n - 1);
+    cur = i + gw[i] >= n ? -1 : i + gw[i];
     ++i;
   }
 }
@@ -499,6 +530,11 @@ struct TerminalScreen::Impl {
     blank.fg.type = VTERM_COLOR_DEFAULT_FG;
     blank.bg.type = VTERM_COLOR_DEFAULT_BG;
     for (int c = 0; c < cols; ++c) cells[c] = c < static_cast<int>(dec.size()) ? dec[c] : blank;
+    // The line may come back into a narrower window: a wide glyph cut by
+    // the right edge is dropped (libvterm 0.1.4 would write its right half
+    // one cell past the row: a NULL pointer write, found by the property
+    // test, seed 1463).
+    if (cols > 0 && cells[cols - 1].width == 2) cells[cols - 1] = blank;
     return 1;
   }
   static void OnOutput(const char* s, size_t len, void* user) {
