@@ -43,9 +43,11 @@ inline constexpr std::string_view kAllRunsSnapshotPrefix = "*";
 // When to take a snapshot while applying events: after `every_events`
 // events or `every_bytes` payload bytes since the last one, whichever comes
 // first (0 disables that trigger). Older snapshots beyond `keep` are removed.
+// The default bounds the tail a rebuild or an attach replays to ~24 KiB of
+// output (a few ms through the emulator; doc/replay.md has the figures).
 struct SnapshotPolicy {
   int64_t every_events = 1000;
-  int64_t every_bytes = int64_t{4} << 20;
+  int64_t every_bytes = int64_t{24} << 10;
   int keep = 0;  // 0 = keep all (time travel is fastest then)
 };
 

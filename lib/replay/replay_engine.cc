@@ -211,7 +211,11 @@ Result<std::unique_ptr<TerminalScreen>> ReplayEngine::ScreenAt(std::string_view 
 Result<ScreenAttach> ReplayEngine::AttachScreen(std::string_view run_id,
                                                 const ScreenOptions& options,
                                                 const RepaintOptions& repaint) {
-  ScreenProjection p(options);
+  // The scrollback is only kept if the repaint is to carry it: without it,
+  // the lines that scroll off during the tail cost nothing.
+  ScreenOptions o = options;
+  if (!repaint.include_scrollback) o.scrollback_lines = 0;
+  ScreenProjection p(o);
   auto r = Rebuild(run_id, p, kLatestSeq);
   if (!r.ok()) return r.status();
   ScreenAttach a;

@@ -69,11 +69,6 @@ bool SamePen(const Pen& a, const Pen& b) {
          a.font == b.font && SameColor(a.fg, b.fg) && SameColor(a.bg, b.bg);
 }
 
-bool IsDefaultPen(const Pen& p) {
-  return !p.bold && p.underline == 0 && !p.italic && !p.blink && !p.reverse && !p.strike &&
-         p.font == 0 && (p.fg.type & VTERM_COLOR_DEFAULT_FG) && (p.bg.type & VTERM_COLOR_DEFAULT_BG);
-}
-
 Pen PenOf(const VTermScreenCell& c) {
   Pen p;
   p.bold = c.attrs.bold;
@@ -168,8 +163,12 @@ void AppendCellChars(std::string* out, const VTermScreenCell& c) {
   for (int i = 0; i < VTERM_MAX_CHARS_PER_CELL && c.chars[i]; ++i) AppendUtf8(out, c.chars[i]);
 }
 
+// (Hot: every cell of every line that scrolls off; no Pen built.)
 bool IsBlankDefault(const VTermScreenCell& c) {
-  return c.chars[0] == 0 && c.width == 1 && IsDefaultPen(PenOf(c));
+  const VTermScreenCellAttrs& a = c.attrs;
+  return c.chars[0] == 0 && c.width == 1 && !a.bold && a.underline == 0 && !a.italic && !a.blink &&
+         !a.reverse && !a.strike && a.font == 0 && (c.fg.type & VTERM_COLOR_DEFAULT_FG) &&
+         (c.bg.type & VTERM_COLOR_DEFAULT_BG);
 }
 
 // How many columns libvterm advances for code point `cp` printed on its own
@@ -209,11 +208,14 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
   int last = n - 1;
   while (last >= 0 && IsBlankDefault(cells[last])) --last;
   if (last < 0) return;
-  // Which tails a wide glyph to their left makes naturally.
-  std::vector<int> gw(static_cast<size_t>(last + 2), 1);
-  std::vector<bool> must(static_cast<size_t>(last + 2), false);  // paint even if blank
-  std::vector<int> fillers;
-  std::vector<int> shifted;  // orphans made by a filler one column right, then DCH
+  // Scratch space reused across calls (this runs for every line that
+  // scrolls off).
+  thread_local std::vector<int> gw, fillers, shifted;
+  thread_local std::vector<char> must;
+  gw.assign(static_cast<size_t>(last + 2), 1);
+  must.assign(static_cast<size_t>(last + 2), 0);  // paint even if blank
+  fillers.clear();
+  shifted.clear();  // orphans made by a filler one column right, then DCH
   for (int i = 0; i <= last; ++i) {
     if (!tail(i) && cells[i].chars[0] != 0) gw[i] = GlyphWidth(cells[i].chars[0]);
   }
@@ -224,7 +226,7 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
       // afterwards (a cell, or the right half of the glyph at i-2) does not.
       if (!natural(i) && i > 0 && (!tail(i - 1) || natural(i - 1))) {
         fillers.push_back(i - 1);
-        if (!tail(i - 1)) must[i - 1] = true;
+        if (!tail(i - 1)) must[i - 1] = 1;
       } else if (!natural(i) && i + 1 < n) {
         // In the first column, or right of another orphan (a DCH left it
         // there): no filler to its left can make it, so make it the same
@@ -232,7 +234,7 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
         shifted.push_back(i);
       }
     } else if (gw[i] == 2 && i + 1 < n && !tail(i + 1)) {
-      must[i + 1] = true;  // its right half was overwritten: overwrite it again
+      must[i + 1] = 1;  // its right half was overwritten: overwrite it again
     }
   }
   auto set_pen = [&](const Pen& p) {
@@ -292,7 +294,7 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
     AppendCellChars(out, cells[n - 1]);
     fmt::format_to(std::back_inserter(*out), "\x1b[{}G\x1b[@", n - 1);
     cur = n - 2;
-    must[static_cast<size_t>(n - 2)] = true;
+    must[static_cast<size_t>(n - 2)] = 1;
   }
   for (int f : fillers) {
     move_to(f);
@@ -552,7 +554,13 @@ struct TerminalScreen::Impl {
         &Impl::OnDamage, &Impl::OnMoveRect, &Impl::OnMoveCursor, &Impl::OnProp,
         &Impl::OnBell,   &Impl::OnResize,   &Impl::OnPushLine,   &Impl::OnPopLine,
     };
-    vterm_screen_set_callbacks(screen, &kCallbacks, this);
+    // Without scrollback, no push callback: libvterm then does not copy out
+    // every line that scrolls off (the pop callback stays; it finds nothing).
+    static const VTermScreenCallbacks kNoScrollbackCallbacks = {
+        &Impl::OnDamage, &Impl::OnMoveRect, &Impl::OnMoveCursor, &Impl::OnProp,
+        &Impl::OnBell,   &Impl::OnResize,   nullptr,             &Impl::OnPopLine,
+    };
+    vterm_screen_set_callbacks(screen, sb_limit == 0 ? &kNoScrollbackCallbacks : &kCallbacks, this);
     vterm_output_set_callback(vt, &Impl::OnOutput, this);
     vterm_screen_enable_altscreen(screen, 1);
     vterm_screen_reset(screen, 1);
