@@ -467,6 +467,9 @@ struct TerminalScreen::Impl {
   std::vector<VTermScreenCell> primary;  // the main screen while alt is shown
   int primary_rows = 0, primary_cols = 0;
   bool phantom = false;  // the cursor waits in the phantom column
+  bool decom = false;    // origin mode, tracked (see QueryDecMode)
+  std::unordered_map<int, int> mode_cache;
+  bool mode_cache_fresh = false;
   struct Glyph {
     bool valid = false;
     VTermPos pos{0, 0};
@@ -608,6 +611,9 @@ struct TerminalScreen::Impl {
     if (s.kind == K::kEscape && s.intermed.empty()) {
       switch (s.final) {
         case '7': SaveCursor(); break;
+        case '8':
+          if (decom && !mode_cache_fresh) RefreshModeCache();
+          break;
         case 'H': {
           int col = Cursor().col;
           if (col >= 0 && col < cols) tabs[static_cast<size_t>(col)] = true;
@@ -646,7 +652,11 @@ struct TerminalScreen::Impl {
         switch (s.final) {
           case '=': keypad = true; break;
           case '>': keypad = false; break;
-          case 'c': ResetTracked(); break;
+          case 'c':
+            ResetTracked();
+            decom = false;
+            mode_cache_fresh = false;
+            break;
           case 'n': gl = 2; break;
           case 'o': gl = 3; break;
           default: break;
@@ -667,12 +677,14 @@ struct TerminalScreen::Impl {
         } else if (s.leader == "?") {
           if (a == 69) declrmm = on;
           if (a == 7) autowrap = on;
+          if (a == 6) decom = on;
         }
       }
     }
   }
 
   void Feed(const VtSegment& s) {
+    if (s.kind == VtSegment::Kind::kCsi) mode_cache_fresh = false;
     Before(s);
     VTermPos before = Cursor();
     damage_count = 0;
@@ -838,7 +850,37 @@ struct TerminalScreen::Impl {
   }
 
   // Asks libvterm for a DEC private mode: 1 set, 2 reset, 0 unknown.
+  //
+  // A DECRQM is a CSI, and libvterm ends every CSI by clamping the cursor
+  // into the scroll region in origin mode. A program can leave the cursor
+  // outside the region there (DECRC to a cursor saved outside it) until its
+  // next CSI; asking then would move it. So the modes are cached before such
+  // a DECRC (no CSI can change them until the next CSI, which ends that
+  // state) and the cache answers while the cursor is outside.
   int QueryDecMode(int mode) {
+    if (decom && mode_cache_fresh && CursorOutsideRegion()) {
+      auto it = mode_cache.find(mode);
+      if (it != mode_cache.end()) return it->second;
+    }
+    return RawQueryDecMode(mode);
+  }
+
+  bool CursorOutsideRegion() {
+    VTermPos c = Cursor();
+    auto [top, bottom] = QueryRegion("r");  // a DCS: libvterm does not clamp after it
+    if (c.row < top - 1 || c.row > bottom - 1) return true;
+    if (!declrmm) return false;
+    auto [left, right] = QueryRegion("s");
+    return c.col < left - 1 || c.col > right - 1;
+  }
+
+  void RefreshModeCache() {
+    static constexpr int kCached[] = {1, 5, 6, 7, 1000, 1002, 1003, 1004, 1005, 1006, 1015, 2004};
+    for (int m : kCached) mode_cache[m] = RawQueryDecMode(m);
+    mode_cache_fresh = true;
+  }
+
+  int RawQueryDecMode(int mode) {
     std::string out;
     query_out = &out;
     std::string q = fmt::format("\x1b[?{}$p", mode);
@@ -1010,8 +1052,30 @@ struct TerminalScreen::Impl {
     int tr = target.row - origin_row, tc = target.col;
     if (tr == 0 && tc == 0) fmt::format_to(std::back_inserter(out), "\x1b[{};{}H", 1, 2);
     else out.append("\x1b[H");
-    cup(tr, tc);
-    if (phantom) {
+    // In origin mode CUP cannot leave the scroll region, but DECRC can (and
+    // a program that restores a cursor saved outside it is left there until
+    // its next CSI: libvterm clamps the cursor after every CSI). If the
+    // saved cursor is on the same side of the region as the cursor, with
+    // the same pen and cursor style (DECRC restores those too), the repaint
+    // ends with DECRC and a walk by IND/RI and HT/BS, after its last CSI.
+    // Otherwise the cursor lands clamped into the region (a known limit).
+    const int region_top = top - 1, region_bottom = bottom - 1;
+    auto same_side = [&](int a, int b) {
+      return (a < region_top && b < region_top) || (a > region_bottom && b > region_bottom);
+    };
+    Pen now_pen = PenOf(state);
+    bool walk = origin && !phantom && (!reprint || SamePen(PenOf(gcell), now_pen)) && saved.valid &&
+                (target.row < region_top || target.row > region_bottom) &&
+                same_side(target.row, saved.pos.row) && saved.pos.col < cols &&
+                saved.pos.row < rows && SamePen(saved.pen, now_pen) &&
+                saved.visible == cursor_visible && saved.blink == cursor_blink &&
+                saved.shape == cursor_shape;
+    // (Clamped: CUP cannot express a row outside the region in origin mode.)
+    bool clamped = !walk && origin && (tr < 0 || tr > bottom - top);
+    if (!walk) cup(origin ? std::clamp(tr, 0, bottom - top) : tr, tc);
+    if (clamped || walk) {
+      // Not where the glyph is (or not there yet): print nothing now.
+    } else if (phantom) {
       if (ccell.chars[0] != 0 && ccell.chars[0] != kWideTail &&
           GlyphWidth(ccell.chars[0]) >= 1 && cur.col + GlyphWidth(ccell.chars[0]) >= cols) {
         set_pen(PenOf(ccell));
@@ -1037,7 +1101,21 @@ struct TerminalScreen::Impl {
     if (gl == 1) out.push_back('\x0e');
     if (gl == 2) out.append("\x1bn");
     if (gl == 3) out.append("\x1bo");
-    set_pen(PenOf(state));
+    set_pen(now_pen);
+    if (walk) {
+      out.append("\x1b" "8");
+      for (int r = saved.pos.row; r < target.row; ++r) out.append("\x1b" "D");
+      for (int r = saved.pos.row; r > target.row; --r) out.append("\x1b" "M");
+      int c = saved.pos.col;
+      while (c < target.col) {  // HT: to the next tab stop or the last column
+        out.push_back('\t');
+        do {
+          ++c;
+        } while (c < cols - 1 && !tabs[static_cast<size_t>(c)]);
+      }
+      for (; c > target.col; --c) out.push_back('\b');
+      if (reprint) AppendCellChars(&out, gcell);  // in the pen DECRC restored (the same)
+    }
     out.append(segmenter.pending());
     return out;
   }
