@@ -84,8 +84,9 @@ inline constexpr int kMaxScreenRows = 1000;
 
 class DISPATCH_EXPORT TerminalScreen {
  public:
-  // The version of the format Save() writes (and Load() reads).
-  static constexpr int32_t kStateVersion = 1;
+  // The version of the format Save() writes (2: LZ4-compressed). Load()
+  // also reads version 1.
+  static constexpr int32_t kStateVersion = 2;
 
   // A blank screen. InvalidArgument if the size is out of limits.
   static Result<std::unique_ptr<TerminalScreen>> Create(const ScreenOptions& options = {});
@@ -128,7 +129,7 @@ class DISPATCH_EXPORT TerminalScreen {
   // character, so that the following output continues correctly.
   std::string Repaint(const RepaintOptions& options = {}) const;
 
-  // The whole state as bytes (cereal, versioned, checksummed).
+  // The whole state as bytes (cereal, LZ4-compressed, checksummed).
   std::string Save() const;
 
  private:

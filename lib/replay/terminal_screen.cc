@@ -11,6 +11,7 @@
 // saved state: loading a state replays its repaint into a fresh emulator.
 #include "dispatch/screen.h"
 
+#include <lz4.h>
 #include <vterm.h>
 
 #include <cereal/archives/portable_binary.hpp>
@@ -428,7 +429,12 @@ struct StateData {
   }
 };
 
+// Version 1: "DSCR", checksum, cereal body. Version 2: "DSC2", checksum
+// (of what follows), the body's size (uint32 LE), the body LZ4-compressed
+// (a state is mostly scrollback text: ~3x smaller). Load reads both.
 constexpr char kStateMagic[4] = {'D', 'S', 'C', 'R'};
+constexpr char kStateMagicLz4[4] = {'D', 'S', 'C', '2'};
+constexpr uint32_t kMaxStateBody = uint32_t{256} << 20;
 
 }  // namespace
 }  // namespace dispatch
@@ -1143,13 +1149,30 @@ Result<std::unique_ptr<TerminalScreen>> TerminalScreen::Create(const ScreenOptio
 
 Result<std::unique_ptr<TerminalScreen>> TerminalScreen::Load(std::string_view data,
                                                              const ScreenOptions& options) {
-  if (data.size() < 12 || std::memcmp(data.data(), kStateMagic, 4) != 0) {
+  bool lz4 = data.size() >= 12 && std::memcmp(data.data(), kStateMagicLz4, 4) == 0;
+  if (data.size() < 12 || (!lz4 && std::memcmp(data.data(), kStateMagic, 4) != 0)) {
     return Status::Corruption("not a terminal screen state");
   }
   uint64_t sum = 0;
   std::memcpy(&sum, data.data() + 4, 8);
   std::string_view body = data.substr(12);
   if (Fnv1a(body) != sum) return Status::Corruption("terminal screen state checksum mismatch");
+  std::string raw;
+  if (lz4) {
+    if (body.size() < 4) return Status::Corruption("terminal screen state is truncated");
+    uint32_t n = 0;
+    for (int i = 0; i < 4; ++i) n |= static_cast<uint32_t>(static_cast<unsigned char>(body[i])) << (8 * i);
+    if (n > kMaxStateBody || body.size() - 4 > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
+      return Status::Corruption("terminal screen state is too large");
+    }
+    raw.resize(n);
+    int got = LZ4_decompress_safe(body.data() + 4, raw.data(), static_cast<int>(body.size() - 4),
+                                  static_cast<int>(n));
+    if (got < 0 || static_cast<uint32_t>(got) != n) {
+      return Status::Corruption("terminal screen state does not decompress");
+    }
+    body = raw;
+  }
   StateData st;
   try {
     std::istringstream in{std::string(body)};
@@ -1257,10 +1280,17 @@ std::string TerminalScreen::Save() const {
     ar(st);
   }
   std::string body = std::move(os).str();
-  std::string out(kStateMagic, 4);
-  uint64_t sum = Fnv1a(body);
+  // (A state is far below LZ4's input limit: the screen is bounded, and so
+  // is the scrollback.)
+  std::string packed(4 + static_cast<size_t>(LZ4_compressBound(static_cast<int>(body.size()))), '\0');
+  for (int i = 0; i < 4; ++i) packed[i] = static_cast<char>((body.size() >> (8 * i)) & 0xff);
+  int n = LZ4_compress_default(body.data(), packed.data() + 4, static_cast<int>(body.size()),
+                               static_cast<int>(packed.size() - 4));
+  packed.resize(4 + static_cast<size_t>(std::max(n, 0)));
+  std::string out(kStateMagicLz4, 4);
+  uint64_t sum = Fnv1a(packed);
   out.append(reinterpret_cast<const char*>(&sum), 8);
-  out.append(body);
+  out.append(packed);
   return out;
 }
 

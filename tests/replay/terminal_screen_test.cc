@@ -179,6 +179,44 @@ TEST_CASE("Saving does not move a cursor left outside the scroll region in origi
   CHECK(DiffScreens(*never_saved, **loaded) == "");
 }
 
+uint64_t Fnv1a64(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// A state with a valid checksum over `payload` (what follows magic + sum).
+std::string WithChecksum(std::string_view magic, std::string_view payload) {
+  std::string out(magic);
+  uint64_t sum = Fnv1a64(payload);
+  out.append(reinterpret_cast<const char*>(&sum), 8);
+  out.append(payload);
+  return out;
+}
+
+TEST_CASE("Saved states are compressed; a bad compressed body is refused, never decoded") {
+  auto s = NewScreen(80, 24, 1000);
+  for (int i = 0; i < 1100; ++i) s->Write(fmt::format("\x1b[3{}mline {} of some text\x1b[0m\r\n", i % 8, i));
+  REQUIRE(s->scrollback_size() == 1000);
+  std::string st = s->Save();
+  CHECK(st.substr(0, 4) == "DSC2");
+  CHECK(st.size() < 15000);  // ~45 KB before compression
+  auto r = Reloaded(*s);
+  CHECK(DiffScreens(*s, *r) == "");
+  // Checksum right, body wrong: a lying size, garbage, a truncated body.
+  std::string big("\xff\xff\xff\x7f", 4);
+  CHECK(TerminalScreen::Load(WithChecksum("DSC2", big + "xxxx")).status().code() == StatusCode::kCorruption);
+  std::string small("\x10\x00\x00\x00", 4);
+  CHECK(TerminalScreen::Load(WithChecksum("DSC2", small + "garbage!")).status().code() == StatusCode::kCorruption);
+  CHECK(TerminalScreen::Load(WithChecksum("DSC2", "ab")).status().code() == StatusCode::kCorruption);
+  std::string payload = st.substr(12);
+  CHECK(TerminalScreen::Load(WithChecksum("DSC2", payload.substr(0, payload.size() / 2))).status().code() ==
+        StatusCode::kCorruption);
+}
+
 TEST_CASE("Bad sizes and corrupt states are refused") {
   ScreenOptions o;
   o.cols = 0;
