@@ -196,6 +196,18 @@ int main(int argc, char** argv) {
          "baseline: every event through the emulator, saving snapshots by the default policy");
     Emit("snapshots_" + tag, static_cast<double>(r->snapshots_saved), "snapshots",
          "screen snapshots saved by the default policy (scrollback 1000 lines)");
+    {
+      double snap_bytes = 0;
+      int64_t at = kLatestSeq;
+      for (;;) {
+        auto sr = store.catalog().GetSnapshot(run, "screen", at);
+        if (!sr.ok()) break;
+        snap_bytes += static_cast<double>(sr->data.size());
+        at = sr->seq - 1;
+      }
+      Emit("snapshot_bytes_per_output_byte_" + tag, snap_bytes / (static_cast<double>(total) * 100),
+           "ratio", "all screen snapshots of the run / its output bytes");
+    }
     Emit("screen_replay_throughput_" + tag, static_cast<double>(total) * 100 / 1e6 / (full_ms / 1e3),
          "MB/s");
 
