@@ -23,6 +23,18 @@
 
 namespace dispatch::internal {
 
+// A block's decompressed body, remembered with the block's identity: a read
+// that stops at its limit inside a block is usually continued by the next
+// read from the same thread (paging), which then starts in the same block and
+// need not decompress it again. A block is identified by its row (last_pos)
+// and first seq, which truncation changes when it rewrites a block in place.
+struct DecodedBlock {
+  std::string body;
+  int64_t last_pos = -1;
+  int64_t first_seq = 0;
+  void Forget() { last_pos = -1; }
+};
+
 // A read connection with its prepared statements and a reusable buffer.
 struct ReaderConn {
   ReaderConn(const std::string& path, int flags, int busy_ms)
@@ -45,7 +57,7 @@ struct ReaderConn {
   std::unique_ptr<SQLite::Database> owned;
   SQLite::Database* db;
   std::unique_ptr<SQLite::Statement> get_run, blocks, blocks_all;
-  std::string scratch;
+  DecodedBlock scratch;
 };
 
 // The writer's statements, prepared once: a commit of one small event is a
@@ -449,17 +461,24 @@ void SqliteEventStore::CheckpointLoop() {
     return;
   }
   std::unique_lock<std::mutex> lk(ckpt_mu_);
+  bool behind = false;  // the last checkpoint left frames behind
   for (;;) {
-    ckpt_cv_.wait(lk, [this] { return ckpt_stop_ || ckpt_wanted_; });
+    if (behind) {
+      // Frames committed while it ran were left behind: try again shortly,
+      // so once writes pause the WAL is fully copied (readers then read the
+      // database file directly, and the next commit restarts the WAL).
+      ckpt_cv_.wait_for(lk, std::chrono::milliseconds(20), [this] { return ckpt_stop_ || ckpt_wanted_; });
+    } else {
+      ckpt_cv_.wait(lk, [this] { return ckpt_stop_ || ckpt_wanted_; });
+    }
     if (ckpt_stop_) return;
     ckpt_wanted_ = false;
     lk.unlock();
     // PASSIVE: copies what no reader still needs, never blocks the writer.
     int log = 0, done = 0;
-    if (sqlite3_wal_checkpoint_v2(db->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done) ==
-        SQLITE_OK) {
-      stat_checkpoints_.fetch_add(1);
-    }
+    int rc = sqlite3_wal_checkpoint_v2(db->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if (rc == SQLITE_OK) stat_checkpoints_.fetch_add(1);
+    behind = rc == SQLITE_BUSY || (rc == SQLITE_OK && done < log);
     lk.lock();
   }
 }
@@ -734,7 +753,10 @@ void SqliteEventStore::ReleaseReader(std::unique_ptr<ReaderConn> conn) {
   conn->get_run->reset();
   conn->blocks->reset();
   conn->blocks_all->reset();
-  if (conn->scratch.capacity() > (size_t{4} << 20)) std::string().swap(conn->scratch);
+  if (conn->scratch.body.capacity() > (size_t{4} << 20)) {
+    std::string().swap(conn->scratch.body);
+    conn->scratch.Forget();
+  }
   std::lock_guard<std::mutex> lk(readers_mu_);
   if (readers_.size() < kMaxIdleReaders) readers_.push_back(std::move(conn));
 }
@@ -753,7 +775,7 @@ struct ReaderLease {
 
 // Visits the events of one block row.
 template <typename Fn>
-Status VisitBlock(SQLite::Statement& st, std::string* scratch, int64_t* first_seq_out, Fn&& fn) {
+Status VisitBlock(SQLite::Statement& st, DecodedBlock* scratch, int64_t* first_seq_out, Fn&& fn) {
   int64_t first_seq = st.getColumn(0).getInt64();
   int64_t last_seq = st.getColumn(1).getInt64();
   int64_t last_pos = st.getColumn(2).getInt64();
@@ -766,12 +788,18 @@ Status VisitBlock(SQLite::Statement& st, std::string* scratch, int64_t* first_se
   if (count <= 0 || raw_size < 0 || codec < 0 || codec > 255) {
     return Status::Corruption("block header out of range");
   }
-  Status s = DecompressBody(static_cast<Codec>(codec),
-                            std::string_view(static_cast<const char*>(data.getBlob()),
-                                             static_cast<size_t>(data.getBytes())),
-                            static_cast<size_t>(raw_size), scratch);
-  if (!s.ok()) return s;
-  BlockReader reader(*scratch, base_ts);
+  if (scratch->last_pos != last_pos || scratch->first_seq != first_seq ||
+      scratch->body.size() != static_cast<size_t>(raw_size)) {
+    scratch->Forget();
+    Status s = DecompressBody(static_cast<Codec>(codec),
+                              std::string_view(static_cast<const char*>(data.getBlob()),
+                                               static_cast<size_t>(data.getBytes())),
+                              static_cast<size_t>(raw_size), &scratch->body);
+    if (!s.ok()) return s;
+    scratch->last_pos = last_pos;
+    scratch->first_seq = first_seq;
+  }
+  BlockReader reader(scratch->body, base_ts);
   EventView v;
   int64_t i = 0;
   for (; reader.Next(&v); ++i) {
@@ -788,7 +816,7 @@ Status VisitBlock(SQLite::Statement& st, std::string* scratch, int64_t* first_se
 // position when by_position) <= after, until the visitor stops or `limit`
 // events were visited. The run id comes from column `run_id_column`, or is
 // `run_id` when that is -1.
-Status ScanBlocks(SQLite::Statement& st, std::string* scratch, int64_t after, bool by_position,
+Status ScanBlocks(SQLite::Statement& st, DecodedBlock* scratch, int64_t after, bool by_position,
                   std::string& run_id, int run_id_column, const EventVisitor& visit, size_t limit,
                   ReadSummary* sum) {
   bool stop = false;
@@ -1061,7 +1089,7 @@ Result<int64_t> SqliteEventStore::TruncateImpl(SQLite::Database& db, int64_t run
   before_seq = std::min(before_seq, last + 1);
   if (before_seq <= first) return int64_t{0};
   int64_t removed = 0, removed_bytes = 0;
-  std::string scratch;
+  DecodedBlock scratch;
   // Blocks entirely below the cut: count, then delete.
   {
     SQLite::Statement st(db,
@@ -1165,7 +1193,7 @@ Result<int64_t> SqliteEventStore::DeleteOlderThan(int64_t ts_us) {
                            "r.run_id WHERE s.status IS NULL OR s.status <> 'running'");
       while (st.executeStep()) pks.push_back(st.getColumn(0).getInt64());
     }
-    std::string scratch;
+    DecodedBlock scratch;
     for (int64_t pk : pks) {
       // The cut is the first event recorded at or after ts_us, in seq order.
       SQLite::Statement st(db,
