@@ -2,12 +2,15 @@
 #include "dispatch/session_manager.h"
 
 #include <doctest/doctest.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <uv.h>
 
 #include <fmt/format.h>
 
 #include <atomic>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -186,6 +189,35 @@ TEST_SUITE("RunSessionManager") {
     CHECK(inputs[1]->encoding == Encoding::kJson);
     CHECK(json::parse(inputs[1]->payload) == json{{"redacted", true}, {"length", 8}});
     CHECK(inputs[2]->payload == "exit\r");
+  }
+
+  TEST_CASE("The child starts with default signal dispositions and an empty mask") {
+    // The host ignores SIGPIPE (and a loop thread may block signals); a
+    // program in a session must not inherit either (`yes | head -1` relies
+    // on SIGPIPE killing `yes`).
+    struct sigaction old_pipe;
+    struct sigaction ign;
+    std::memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    REQUIRE(::sigaction(SIGPIPE, &ign, &old_pipe) == 0);
+    sigset_t block, old_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    REQUIRE(::pthread_sigmask(SIG_BLOCK, &block, &old_mask) == 0);
+    {
+      Fixture f;  // its loop thread inherits the mask
+      EventCollector bus(*f.mgr);
+      std::string run = f.Pty(Sh("grep -E '^Sig(Ign|Blk)' /proc/self/status; "
+                                 "yes | head -1 >/dev/null; echo pipe-status:$?"));
+      REQUIRE(bus.WaitForEvent(run, "system:status", "closed"));
+      std::string out = EventCollector::Output(f.Settled(run), run);
+      CHECK(out.find("SigIgn:\t0000000000000000") != std::string::npos);
+      CHECK(out.find("SigBlk:\t0000000000000000") != std::string::npos);
+      CHECK(out.find("pipe-status:0") != std::string::npos);
+      CHECK(out.find("Broken pipe") == std::string::npos);  // yes died of SIGPIPE, silently
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    ::sigaction(SIGPIPE, &old_pipe, nullptr);
   }
 
   TEST_CASE("Close sends SIGHUP; an ignored SIGHUP is followed by SIGKILL") {

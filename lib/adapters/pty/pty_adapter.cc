@@ -316,7 +316,10 @@ Status PtyAdapter::Start(SessionContext& ctx) {
   }
   poll_->data = this;
   UpdatePoll();
-  TryReap();  // in case it is already gone
+  // No reap (or read) here even if the child is already gone: its output
+  // must come after `started`, which the manager records once Start
+  // returns. The SIGCHLD watcher was started before fork, so the exit is
+  // seen on the loop's next turn.
   return Status::Ok();
 }
 
