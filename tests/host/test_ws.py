@@ -408,6 +408,26 @@ def test_slow_client_is_bounded(policy):
             ws = await websockets.connect(h.ws_url, sock=sock, max_size=None, max_queue=1)
             await ws.send(json.dumps({"event": "client:hello", "data": {"key": h.key}, "id": 1}))
             await ws.send(json.dumps({"event": "run:attach", "data": {"runId": run_id}, "id": 2}))
+            # Live before the flood starts: a client still catching up from the
+            # store is paused while its queue is full (bounded, nothing lost)
+            # under either policy; the policy applies to live output. (Sending
+            # the input at once made this depend on which came first.)
+            seqs, text = [], []
+
+            def keep(msg):
+                evs = ([msg["data"]] if msg["event"] == "run:event" else
+                       msg["data"]["events"] if msg["event"] == "run:event:batch" else [])
+                for e in evs:
+                    seqs.append(e["seq"])
+                    if e["channel"] == "pty:stdout":
+                        text.append(base64.b64decode(e["payload"]))
+
+            while True:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                keep(msg)
+                if msg["event"] == "run:attached":
+                    break
+            await asyncio.sleep(0.2)  # the prompt, if still on its way
             await ws.send(json.dumps({"event": "run:input", "id": 3, "data": {
                 "runId": run_id, "data": "seq 1 1500000; echo end-$((6*7))\r"}}))
             # Not reading: wait until the session has written everything.
@@ -425,7 +445,6 @@ def test_slow_client_is_bounded(policy):
             # (the runtime coalesces output up to 1 MiB, base64 on the wire)
             # beyond the configured 64 KiB.
             assert metric(h, "dispatch_ws_queued_bytes") <= 65536 + (2 << 20)
-            seqs, text = [], []
             closed = None
             while True:
                 try:
@@ -435,12 +454,7 @@ def test_slow_client_is_bounded(policy):
                     break
                 if msg["event"] == "error":
                     assert msg["data"]["code"] == "slow_client"
-                evs = ([msg["data"]] if msg["event"] == "run:event" else
-                       msg["data"]["events"] if msg["event"] == "run:event:batch" else [])
-                for e in evs:
-                    seqs.append(e["seq"])
-                    if e["channel"] == "pty:stdout":
-                        text.append(base64.b64decode(e["payload"]))
+                keep(msg)
                 if text and b"end-42" in b"".join(text[-3:]):
                     break
             if policy == "resync":
