@@ -698,7 +698,9 @@ int Server::OnWsWriteable(lws* wsi) {
       }
       return 0;
     }
-    if (lws_send_pipe_choked(wsi)) break;
+    // The first frame goes out at once (lws just said the socket is
+    // writable); later ones only while it still takes them (a poll(2) each).
+    if (frames > 0 && lws_send_pipe_choked(wsi)) break;
     // Frames are built with LWS_PRE bytes of headroom in front: lws writes
     // the WebSocket header there.
     std::string frame;

@@ -50,16 +50,6 @@ struct Mailbox {
   uv_async_t* async = nullptr;  // null once closed: posting fails
 };
 
-bool ValidName(std::string_view s) {
-  if (s.empty() || s.size() > kMaxChannelBytes) return false;
-  for (unsigned char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '/' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 // The status a system:status event leads to; nullopt for other types.
 std::optional<SessionStatus> StatusAfter(const NewEvent& ev) {
   if (ev.type == "created" || ev.type == "resumed") return SessionStatus::kStarting;
@@ -357,7 +347,7 @@ uv_loop_s* Session::loop() const { return mgr->loop(); }
 
 Status Session::DoEmit(NewEvent ev, bool coalesce) {
   if (exit_reported) return Status::Closed("the session has reported its exit");
-  if (!ValidName(ev.channel) || !ValidName(ev.type)) {
+  if (!IsValidEventName(ev.channel) || !IsValidEventName(ev.type)) {
     return Status::InvalidArgument(fmt::format(
         "bad event channel/type '{}'/'{}': 1-64 bytes of [A-Za-z0-9._:/-]", ev.channel, ev.type));
   }

@@ -4,6 +4,7 @@
 // object per line: {"metric": NAME, "value": V, "unit": U, "note": …}.
 //
 //   build/tests/bench/host_bench [--quick] [--host-bin PATH] [--bytes N]
+//                                [--only rss|echo|output|fanout]
 //
 // ws_echo_latency_p50_us / _p99_us: 1,000 keystrokes into an interactive bash
 //   (readline echoes each), from sending run:input to receiving the run:event
@@ -511,6 +512,7 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string bin;
   int64_t bytes = 200'000'000;
+  std::string only;
 #ifdef DISPATCH_HOST_BIN_DEFAULT
   bin = DISPATCH_HOST_BIN_DEFAULT;
 #endif
@@ -524,42 +526,54 @@ int main(int argc, char** argv) {
       bin = argv[++i];
     } else if (a == "--bytes" && i + 1 < argc) {
       bytes = std::atoll(argv[++i]);
+    } else if (a == "--only" && i + 1 < argc) {
+      only = argv[++i];
     }
   }
+  auto want = [&only](const char* part) { return only.empty() || only == part; };
   if (bin.empty()) Die("no dispatch-host binary (--host-bin PATH)");
   signal(SIGPIPE, SIG_IGN);
   Host host;
   host.Start(bin);
 
   // First, on a fresh process: later runs free memory and make RSS deltas meaningless.
-  Emit("host_rss_per_idle_session_kb", RssPerIdleSessionKb(host, quick ? 20 : 50), "KiB",
-       "host process RSS growth per idle /bin/sh session with one attached client");
-
-  int samples = quick ? 200 : 1000;
-  auto bare_echo = BareEchoUs(samples);
-  auto echo = WsEchoUs(host.port, samples);
-  std::string enote = std::to_string(echo.size()) + " keystrokes into bash over /ws";
-  Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.5), "us", "bare pty, bash readline");
-  Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us", "bare pty, bash readline");
-  Emit("ws_echo_latency_p50_us", Percentile(echo, 0.5), "us", enote);
-  Emit("ws_echo_latency_p99_us", Percentile(echo, 0.99), "us", enote + ", event committed before sent");
-
-  double bare = 0, wsm = 0;
-  int rounds = quick ? 1 : 2;
-  for (int i = 0; i < rounds; ++i) {
-    bare = std::max(bare, BarePtyMbps(bytes));
-    wsm = std::max(wsm, WsOutputMbps(host.port, bytes));
+  if (want("rss")) {
+    Emit("host_rss_per_idle_session_kb", RssPerIdleSessionKb(host, quick ? 20 : 50), "KiB",
+         "host process RSS growth per idle /bin/sh session with one attached client");
   }
-  std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, best of " +
-                     std::to_string(rounds);
-  Emit("baseline_bare_pty_mbps", bare, "MB/s", note);
-  Emit("ws_output_mbps", wsm, "MB/s", note + ", one /ws client, every byte committed first");
-  Emit("ws_output_vs_bare_ratio", wsm / bare, "x", "target >= 0.85");
 
-  int64_t fan_bytes = bytes / 10;
-  double fan = FanoutMbps(host.port, 100, fan_bytes);
-  Emit("ws_fanout_100_clients_mbps", fan, "MB/s",
-       std::to_string(fan_bytes / 1000000) + " MB session output x 100 clients, total delivered");
+  if (want("echo")) {
+    int samples = quick ? 200 : 1000;
+    auto bare_echo = BareEchoUs(samples);
+    auto echo = WsEchoUs(host.port, samples);
+    std::string enote = std::to_string(echo.size()) + " keystrokes into bash over /ws";
+    Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.5), "us", "bare pty, bash readline");
+    Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us", "bare pty, bash readline");
+    Emit("ws_echo_latency_p50_us", Percentile(echo, 0.5), "us", enote);
+    Emit("ws_echo_latency_p99_us", Percentile(echo, 0.99), "us",
+         enote + ", event committed before sent");
+  }
+
+  if (want("output")) {
+    double bare = 0, wsm = 0;
+    int rounds = quick ? 1 : 2;
+    for (int i = 0; i < rounds; ++i) {
+      bare = std::max(bare, BarePtyMbps(bytes));
+      wsm = std::max(wsm, WsOutputMbps(host.port, bytes));
+    }
+    std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, best of " +
+                       std::to_string(rounds);
+    Emit("baseline_bare_pty_mbps", bare, "MB/s", note);
+    Emit("ws_output_mbps", wsm, "MB/s", note + ", one /ws client, every byte committed first");
+    Emit("ws_output_vs_bare_ratio", wsm / bare, "x", "target >= 0.85");
+  }
+
+  if (want("fanout")) {
+    int64_t fan_bytes = bytes / 10;
+    double fan = FanoutMbps(host.port, 100, fan_bytes);
+    Emit("ws_fanout_100_clients_mbps", fan, "MB/s",
+         std::to_string(fan_bytes / 1000000) + " MB session output x 100 clients, total delivered");
+  }
 
   host.Stop();
   return 0;

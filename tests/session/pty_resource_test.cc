@@ -14,6 +14,7 @@
 #include "support/store_helpers.h"
 #include "support/temp_dir.h"
 
+using dispatch::CloseOptions;
 using dispatch::ManagerOptions;
 using dispatch::RunSessionManager;
 using dispatch::SessionConfig;
@@ -95,6 +96,30 @@ TEST_SUITE("PtyAdapter") {
     CHECK(CountChildren() == children);
     CHECK(CountFds() == fds);
     CHECK(bus.events().size() == kTotal + 1);
+  }
+
+  TEST_CASE("An idle session holds no read buffer: 100 idle shells cost well under 64 KiB each") {
+    dispatch::testing::TempDir tmp;
+    auto store = dispatch::testing::OpenStore(tmp.file("idle.db"));
+    auto mgr = MakeManager(store.get(), tmp.path());
+    EventCollector bus(*mgr, "pty:stdout");
+    json sh{{"shell", "/bin/sh"}, {"env", {{"PS1", "$ "}}}};
+    // Warm up (the loop's shared read buffer, store connections, allocator).
+    std::string warm = Create(*mgr, sh);
+    REQUIRE(bus.WaitForOutput(warm, "$ "));
+    REQUIRE(mgr->WaitIdle().ok());
+    long before = dispatch::testing::RssBytes();
+    const int kSessions = 100;
+    std::vector<std::string> runs;
+    for (int i = 0; i < kSessions; ++i) runs.push_back(Create(*mgr, sh));
+    for (auto& r : runs) REQUIRE(bus.WaitForOutput(r, "$ "));  // each has read its prompt
+    REQUIRE(mgr->WaitIdle().ok());
+    long per_session = (dispatch::testing::RssBytes() - before) / kSessions;
+    MESSAGE("RSS growth per idle pty session: " << per_session / 1024 << " KiB");
+    CHECK(per_session < 64 * 1024);  // a 256 KiB buffer per session would be 4x this
+    for (auto& r : runs) REQUIRE(mgr->Close(r, CloseOptions{0, true}).ok());
+    REQUIRE(mgr->Close(warm, CloseOptions{0, true}).ok());
+    REQUIRE(mgr->Shutdown(10000).ok());
   }
 
   TEST_CASE("A store that lags pauses the pty instead of buffering; every byte is kept") {

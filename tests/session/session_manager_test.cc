@@ -2,16 +2,20 @@
 #include "dispatch/session_manager.h"
 
 #include <doctest/doctest.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <uv.h>
 
 #include <fmt/format.h>
 
 #include <atomic>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "support/session_helpers.h"
+#include "support/slow_store.h"
 #include "support/store_helpers.h"
 #include "support/temp_dir.h"
 
@@ -185,6 +189,35 @@ TEST_SUITE("RunSessionManager") {
     CHECK(inputs[1]->encoding == Encoding::kJson);
     CHECK(json::parse(inputs[1]->payload) == json{{"redacted", true}, {"length", 8}});
     CHECK(inputs[2]->payload == "exit\r");
+  }
+
+  TEST_CASE("The child starts with default signal dispositions and an empty mask") {
+    // The host ignores SIGPIPE (and a loop thread may block signals); a
+    // program in a session must not inherit either (`yes | head -1` relies
+    // on SIGPIPE killing `yes`).
+    struct sigaction old_pipe;
+    struct sigaction ign;
+    std::memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    REQUIRE(::sigaction(SIGPIPE, &ign, &old_pipe) == 0);
+    sigset_t block, old_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    REQUIRE(::pthread_sigmask(SIG_BLOCK, &block, &old_mask) == 0);
+    {
+      Fixture f;  // its loop thread inherits the mask
+      EventCollector bus(*f.mgr);
+      std::string run = f.Pty(Sh("grep -E '^Sig(Ign|Blk)' /proc/self/status; "
+                                 "yes | head -1 >/dev/null; echo pipe-status:$?"));
+      REQUIRE(bus.WaitForEvent(run, "system:status", "closed"));
+      std::string out = EventCollector::Output(f.Settled(run), run);
+      CHECK(out.find("SigIgn:\t0000000000000000") != std::string::npos);
+      CHECK(out.find("SigBlk:\t0000000000000000") != std::string::npos);
+      CHECK(out.find("pipe-status:0") != std::string::npos);
+      CHECK(out.find("Broken pipe") == std::string::npos);  // yes died of SIGPIPE, silently
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    ::sigaction(SIGPIPE, &old_pipe, nullptr);
   }
 
   TEST_CASE("Close sends SIGHUP; an ignored SIGHUP is followed by SIGKILL") {
@@ -391,6 +424,47 @@ TEST_SUITE("RunSessionManager") {
       CHECK(json::parse(evs.back().payload)["signal"] == 9);
       CHECK(f.store->catalog().GetSession(r)->status == SessionStatus::kStopped);
     }
+  }
+
+  TEST_CASE("After a flood, the output tail and unanswered input commit with nothing further") {
+    // Output is batched while a session floods (the next append waits a
+    // moment to gather more), and input is held briefly for its echo. Neither
+    // wait may depend on more activity: the last bytes of a flood and input
+    // that gets no response must be committed with no further input/output.
+    dispatch::testing::TempDir tmp;
+    std::string root = tmp.file("ws");
+    REQUIRE(::mkdir(root.c_str(), 0755) == 0);
+    auto real = dispatch::testing::OpenStore(tmp.file("events.db"));
+    dispatch::testing::SlowStore slow(*real, 5000);  // 5 ms per append: floods batch up
+    ManagerOptions o;
+    o.store = &slow;
+    o.workspaces_root = root;
+    auto m = RunSessionManager::Create(o);
+    REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+    auto mgr = std::move(*m);
+    EventCollector bus(*mgr);
+    SessionConfig c;
+    c.kind = "pty";
+    // Echo off: the input below gets no response at all.
+    c.options_json = Sh("stty -echo; head -c 2000000 /dev/zero | tr '\\0' x; printf TAIL-MARK; "
+                        "exec cat >/dev/null")
+                         .dump();
+    auto r = mgr->CreateSession(c);
+    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+    std::string run = *r;
+    REQUIRE(bus.WaitForOutput(run, "TAIL-MARK"));
+    // The flood did put the session in its batching mode (a batch of 64 KiB+).
+    CHECK(slow.max_batch_bytes.load() >= 64 * 1024);
+    CHECK(EventCollector::Output(bus.events(), run).size() == 2000000 + 9);
+    REQUIRE(mgr->WaitIdle(run, 10000).ok());
+    REQUIRE(mgr->Input(run, "unanswered\n").ok());
+    REQUIRE(bus.WaitForEvent(run, "pty:stdin", "input"));
+    REQUIRE(mgr->WaitIdle(run, 10000).ok());
+    auto evs = real->ReadEvents(run, 0);
+    REQUIRE(evs.ok());
+    CHECK(evs->back().channel == "pty:stdin");
+    REQUIRE(mgr->Close(run).ok());
+    REQUIRE(bus.WaitForEvent(run, "system:status", "closed"));
   }
 
   TEST_CASE("Shutdown closes everything gracefully and refuses new sessions") {

@@ -2,6 +2,8 @@
 //
 // Reading: on readiness the master is drained with read(2) until EAGAIN or a
 // 256 KiB buffer is full, and whatever was read becomes one pty:stdout chunk.
+// The buffer is one per loop thread, shared by its sessions (reads are
+// synchronous and copied out): an idle session costs no buffer memory.
 // A lone keystroke echo is therefore emitted as soon as it is read, while a
 // flood becomes few large events. Backpressure stops the poll (the kernel's
 // pty buffer then blocks the writer).
@@ -25,6 +27,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
@@ -39,6 +42,13 @@ using json = nlohmann::json;
 constexpr size_t kReadBufferBytes = 256 * 1024;
 constexpr size_t kMaxWriteBacklog = 1 << 20;
 constexpr uint64_t kExitGraceMs = 200;
+
+// The read buffer of the calling (loop) thread, allocated on first use and
+// never zero-filled: only pages a read has touched are resident.
+char* ThreadReadBuffer() {
+  thread_local std::unique_ptr<char[]> buf(new char[kReadBufferBytes]);
+  return buf.get();
+}
 
 struct PtyOptions {
   std::string shell;
@@ -192,7 +202,6 @@ class PtyAdapter final : public SessionAdapter {
   int exit_code_ = 0;
   int signal_ = 0;
   std::string wbuf_;
-  std::string rbuf_;
 };
 
 Status PtyAdapter::Start(SessionContext& ctx) {
@@ -297,7 +306,6 @@ Status PtyAdapter::Start(SessionContext& ctx) {
   master_ = master;
   ::fcntl(master_, F_SETFD, FD_CLOEXEC);
   ::fcntl(master_, F_SETFL, ::fcntl(master_, F_GETFL) | O_NONBLOCK);
-  rbuf_.resize(kReadBufferBytes);
 
   poll_ = new uv_poll_t;
   int rc = uv_poll_init(ctx.loop(), poll_, master_);
@@ -308,7 +316,10 @@ Status PtyAdapter::Start(SessionContext& ctx) {
   }
   poll_->data = this;
   UpdatePoll();
-  TryReap();  // in case it is already gone
+  // No reap (or read) here even if the child is already gone: its output
+  // must come after `started`, which the manager records once Start
+  // returns. The SIGCHLD watcher was started before fork, so the exit is
+  // seen on the loop's next turn.
   return Status::Ok();
 }
 
@@ -389,10 +400,11 @@ void PtyAdapter::OnPoll(uv_poll_t* h, int status, int events) {
 
 void PtyAdapter::ReadAvailable() {
   if (master_ < 0 || eof_) return;
+  char* buf = ThreadReadBuffer();
   size_t n = 0;
   bool eof = false;
-  while (n < rbuf_.size()) {
-    ssize_t r = ::read(master_, rbuf_.data() + n, rbuf_.size() - n);
+  while (n < kReadBufferBytes) {
+    ssize_t r = ::read(master_, buf + n, kReadBufferBytes - n);
     if (r > 0) {
       n += static_cast<size_t>(r);
       continue;
@@ -407,7 +419,7 @@ void PtyAdapter::ReadAvailable() {
     ev.channel = "pty:stdout";
     ev.type = "chunk";
     ev.encoding = Encoding::kBytes;
-    ev.payload.assign(rbuf_.data(), n);
+    ev.payload.assign(buf, n);
     (void)ctx_->EmitOutput(std::move(ev));
   }
   if (eof) OnEof();
