@@ -116,7 +116,13 @@ TEST_SUITE("PtyAdapter") {
     REQUIRE(mgr->WaitIdle().ok());
     long per_session = (dispatch::testing::RssBytes() - before) / kSessions;
     MESSAGE("RSS growth per idle pty session: " << per_session / 1024 << " KiB");
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer's shadow memory and quarantine inflate RSS: the
+    // figure is only meaningful in an uninstrumented build.
+    MESSAGE("RSS bound not checked under AddressSanitizer");
+#else
     CHECK(per_session < 64 * 1024);  // a 256 KiB buffer per session would be 4x this
+#endif
     for (auto& r : runs) REQUIRE(mgr->Close(r, CloseOptions{0, true}).ok());
     REQUIRE(mgr->Close(warm, CloseOptions{0, true}).ok());
     REQUIRE(mgr->Shutdown(10000).ok());
