@@ -60,6 +60,12 @@ struct ReaderConn {
   DecodedBlock scratch;
 };
 
+// The next global position: the floor retention leaves in store_meta, or
+// the last block's last_pos + 1, whichever is larger.
+constexpr const char* kNextPositionSql =
+    "SELECT max((SELECT value FROM store_meta WHERE key='next_position'), "
+    "(SELECT coalesce(max(last_pos), 0) + 1 FROM event_blocks))";
+
 // The writer's statements, prepared once: a commit of one small event is a
 // handful of B-tree writes, and re-preparing ten statements per commit used
 // to cost more than the writes themselves.
@@ -70,9 +76,7 @@ struct WriterStatements {
         rollback(db, "ROLLBACK"),
         get_run(db, "SELECT run_pk, first_seq, last_seq FROM runs WHERE run_id = ?"),
         get_id(db, "SELECT seq FROM event_ids WHERE run_pk = ? AND id = ?"),
-        get_next_pos(db,
-                     "SELECT max((SELECT value FROM store_meta WHERE key='next_position'), "
-                     "(SELECT coalesce(max(last_pos), 0) + 1 FROM event_blocks))"),
+        get_next_pos(db, kNextPositionSql),
         ins_run(db,
                 "INSERT INTO runs (run_id, first_seq, last_seq, event_count, payload_bytes, "
                 "created_us, updated_us) VALUES (?, 1, ?, ?, ?, ?, ?)"),
@@ -937,10 +941,7 @@ Result<int64_t> SqliteEventStore::LastPosition() {
   Status s = WithReader([&](SQLite::Database& db) {
     // Positions are kept by the blocks themselves; store_meta holds a floor
     // written when retention deletes the newest blocks.
-    pos = db.execAndGet(
-                "SELECT max((SELECT value FROM store_meta WHERE key='next_position'), "
-                "(SELECT coalesce(max(last_pos), 0) + 1 FROM event_blocks)) - 1")
-              .getInt64();
+    pos = db.execAndGet(kNextPositionSql).getInt64() - 1;
     return Status::Ok();
   });
   if (!s.ok()) return s;
