@@ -699,6 +699,7 @@ void BindStore(py::module_& m) {
             d["bytes_appended"] = s.bytes_appended;
             d["group_commits"] = s.group_commits;
             d["commit_latency_us_total"] = s.commit_latency_us_total;
+            d["checkpoints"] = s.checkpoints;
             d["subscribers"] = s.subscribers;
             d["subscriber_lags"] = s.subscriber_lags;
             return d;
