@@ -14,7 +14,9 @@
 //
 // Thread-safety: EventStore is thread-safe. Every method may be called from
 // any thread at any time. Callbacks (append completions, subscriptions) run on
-// store-owned threads, never on the caller's, and must not block for long.
+// store-owned threads and must not block for long. The one exception is an
+// AppendAsync with AppendOptions::commit_inline: its callback may run on the
+// calling thread, before AppendAsync returns.
 #ifndef DISPATCH_EVENT_STORE_H_
 #define DISPATCH_EVENT_STORE_H_
 
@@ -61,6 +63,15 @@ struct AppendOptions {
   // (0 = the run must be empty). A mismatch fails with kConflict and writes
   // nothing. Ignored when every event of the batch is a duplicate by id.
   std::optional<int64_t> expected_last_seq;
+  // AppendAsync only: if the writer is idle and nothing is queued, the
+  // calling thread commits this append itself and `done` runs on it before
+  // AppendAsync returns; otherwise it is queued as usual. For small,
+  // latency-bound appends (a keystroke's echo): it saves the two thread
+  // hand-offs of a queued commit, at the price of the caller doing the
+  // commit's work (tens of µs; an fsync with Durability::kFull). The caller
+  // must not hold a lock that `done` takes. Group commit is unaffected:
+  // appends arriving meanwhile queue up and the writer takes them next.
+  bool commit_inline = false;
 };
 
 struct AppendResult {

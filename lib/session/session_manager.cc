@@ -301,6 +301,7 @@ class ManagerImpl final : public RunSessionManager {
   static constexpr size_t kFloodBatchBytes = 512 * 1024;
   static constexpr uint64_t kFloodWaitMs = 2;
   static constexpr uint64_t kHoldMs = 2;
+  static constexpr size_t kInlineCommitMaxBytes = 16 * 1024;
   void OnCommitted(const std::shared_ptr<Session>& s, std::vector<NewEvent> batch,
                    Result<AppendResult> result);
   void Deliver(const EventView& v);
@@ -753,9 +754,16 @@ void ManagerImpl::Submit(const std::shared_ptr<Session>& s, bool now) {
   s->appending = true;
   s->batch = batch;  // kept to publish after commit; the store owns its copy
   stats_.appends++;
+  // A small append (a keystroke's echo, a prompt) is committed by the loop
+  // itself when the store's writer is idle: no thread hand-off on the way
+  // to disk, and the completion reaches the loop through the mailbox (still
+  // in order, never re-entering the caller). Floods go to the writer thread,
+  // which compresses and writes while the loop reads on.
+  AppendOptions append_opts;
+  append_opts.commit_inline = !s->flooding && bytes <= kInlineCommitMaxBytes;
   std::weak_ptr<Mailbox> weak_box = mailbox_;
   store_->AppendAsync(
-      s->spec_.run_id, std::move(batch), AppendOptions{},
+      s->spec_.run_id, std::move(batch), append_opts,
       [weak_box, s](Result<AppendResult> r) {
         auto box = weak_box.lock();
         if (!box) return;

@@ -130,11 +130,17 @@ constexpr size_t kMaxIdleReaders = 8;
 // its automatic checkpoint).
 constexpr int kCheckpointPages = 1000;
 // A background checkpoint copies what was committed when it started; while
-// writers never pause, it never catches up and the WAL is never restarted.
-// Past this many pages (16 MiB) the writer checkpoints itself between two
-// groups: nothing is appended meanwhile, so it completes and the next
-// transaction restarts the WAL from its beginning.
+// writers never pause (a flood), it never catches up and the WAL is never
+// restarted. Past this many pages (16 MiB), after a large group (a flood's),
+// the writer checkpoints itself between two groups: nothing
+// is appended meanwhile, so it completes and the next transaction restarts
+// the WAL from its beginning. Once writes pause, the background checkpointer
+// catches up on its own, so commits then never wait for a checkpoint (a
+// keystroke after a flood would otherwise wait for the whole copy and its
+// fsync) — unless the WAL passes the hard bound (64 MiB).
 constexpr int kWriterCheckpointPages = 4000;
+constexpr int kWriterCheckpointHardPages = 16000;
+constexpr size_t kFloodGroupBytes = 256 * 1024;
 
 // > 0 while this thread is inside a read (holding the store's life lock):
 // Close from there would deadlock, so it is refused.
@@ -338,9 +344,21 @@ Result<AppendResult> SqliteEventStore::Append(std::string_view run_id,
   }
   std::promise<Result<AppendResult>> promise;
   auto future = promise.get_future();
-  AppendAsync(std::string(run_id), std::vector<NewEvent>(events.begin(), events.end()), options,
+  // The caller waits anyway: if the writer is idle, it commits itself.
+  AppendOptions opts = options;
+  opts.commit_inline = true;
+  AppendAsync(std::string(run_id), std::vector<NewEvent>(events.begin(), events.end()), opts,
               [&promise](Result<AppendResult> r) { promise.set_value(std::move(r)); });
   return future.get();
+}
+
+namespace {
+// The store whose writer role this thread holds for an inline commit.
+thread_local const SqliteEventStore* tl_inline_store = nullptr;
+}  // namespace
+
+bool SqliteEventStore::OnWriterThread() const {
+  return std::this_thread::get_id() == writer_id_ || tl_inline_store == this;
 }
 
 void SqliteEventStore::AppendAsync(std::string run_id, std::vector<NewEvent> events,
@@ -351,20 +369,64 @@ void SqliteEventStore::AppendAsync(std::string run_id, std::vector<NewEvent> eve
     if (done) done(s);
     return;
   }
+  Request req;
+  req.run_id = std::move(run_id);
+  req.events = std::move(events);
+  req.options = options;
+  req.done = std::move(done);
+  bool inline_commit = false;
   {
     std::lock_guard<std::mutex> lk(queue_mu_);
     if (stop_writer_) {
-      if (done) done(Status::Closed("the store is closed"));
+      if (req.done) req.done(Status::Closed("the store is closed"));
       return;
     }
-    Request req;
-    req.run_id = std::move(run_id);
-    req.events = std::move(events);
-    req.options = options;
-    req.done = std::move(done);
-    queue_.push_back(std::move(req));
+    // Inline only with nothing queued: what is queued was appended first and
+    // must commit first (and a nested inline commit from a callback queues).
+    if (options.commit_inline && queue_.empty() && !writer_busy_ && tl_inline_store == nullptr) {
+      writer_busy_ = true;
+      inline_commit = true;
+    } else {
+      queue_.push_back(std::move(req));
+    }
   }
-  queue_cv_.notify_one();
+  if (inline_commit) {
+    CommitInline(std::move(req));
+  } else {
+    queue_cv_.notify_one();
+  }
+}
+
+bool SqliteEventStore::WriterCheckpointDue(const std::vector<Request>& group) {
+  if (wal_pages_ < kWriterCheckpointPages) return writer_ckpt_due_;
+  size_t bytes = 0;
+  for (const Request& r : group) {
+    for (const NewEvent& e : r.events) bytes += e.payload.size();
+  }
+  if (wal_pages_ >= kWriterCheckpointHardPages || bytes >= kFloodGroupBytes) writer_ckpt_due_ = true;
+  return writer_ckpt_due_;
+}
+
+void SqliteEventStore::CommitInline(Request req) {
+  std::vector<Request> group;
+  group.push_back(std::move(req));
+  tl_inline_store = this;
+  CommitAppends(group);
+  tl_inline_store = nullptr;
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lk(queue_mu_);
+    writer_busy_ = false;
+    // The writer thread checkpoints (it can take a while, so not here): a
+    // marker wakes it.
+    if (WriterCheckpointDue(group) && !stop_writer_) {
+      Request marker;
+      marker.flush_marker = true;
+      queue_.push_back(std::move(marker));
+    }
+    wake = !queue_.empty() || stop_writer_;
+  }
+  if (wake) queue_cv_.notify_all();
 }
 
 Status SqliteEventStore::Flush() {
@@ -404,7 +466,9 @@ void SqliteEventStore::WriterLoop() {
     group.clear();
     {
       std::unique_lock<std::mutex> lk(queue_mu_);
-      queue_cv_.wait(lk, [this] { return stop_writer_ || !queue_.empty(); });
+      // An inline commit holds the writer role: wait for it (also to stop,
+      // so that Close never closes the connection under it).
+      queue_cv_.wait(lk, [this] { return !writer_busy_ && (stop_writer_ || !queue_.empty()); });
       if (queue_.empty()) return;  // stopping, and everything was written
       // Either one op / flush marker, or a run of appends up to the limit.
       if (!queue_.front().op && !queue_.front().flush_marker) {
@@ -419,28 +483,35 @@ void SqliteEventStore::WriterLoop() {
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      writer_busy_ = true;
     }
     if (group.front().flush_marker) {
-      group.front().op_done(Status::Ok());  // everything before it was committed
+      // Everything before it was committed (a marker without op_done only
+      // wakes the writer for a checkpoint).
+      if (group.front().op_done) group.front().op_done(Status::Ok());
     } else if (group.front().op) {
       RunOp(group.front());
     } else {
       CommitAppends(group);
     }
-    if (writer_ckpt_due_) {  // after the group's callbacks: no one waits on it
+    // After the group's callbacks: no one waits on this group.
+    if (WriterCheckpointDue(group)) {
       writer_ckpt_due_ = false;
+      wal_pages_ = 0;  // the next commit reports the new size
       int log = 0, done = 0;
       if (sqlite3_wal_checkpoint_v2(writer_db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
                                     &log, &done) == SQLITE_OK) {
         stat_checkpoints_.fetch_add(1);
       }
     }
+    std::lock_guard<std::mutex> lk(queue_mu_);
+    writer_busy_ = false;
   }
 }
 
 int SqliteEventStore::OnWalCommit(void* self, sqlite3* /*db*/, const char* /*name*/, int pages) {
   auto* store = static_cast<SqliteEventStore*>(self);
-  if (pages >= kWriterCheckpointPages) store->writer_ckpt_due_ = true;
+  store->wal_pages_ = pages;  // on the writer role's thread
   if (pages >= kCheckpointPages) {
     {
       std::lock_guard<std::mutex> lk(store->ckpt_mu_);

@@ -106,7 +106,11 @@ class SqliteEventStore final : public EventStore {
                                const EventVisitor& visit, size_t limit);
   Result<std::unique_ptr<Subscription>> StartSubscription(std::shared_ptr<SubState> state,
                                                           int64_t cursor);
-  bool OnWriterThread() const { return std::this_thread::get_id() == writer_id_; }
+  // True on the writer thread and on a thread committing inline (a
+  // commit_inline append), where Append/Flush/Write would deadlock.
+  bool OnWriterThread() const;
+  // Commits `req` on the calling thread (the caller holds the writer role).
+  void CommitInline(Request req);
 
   const StoreOptions options_;
   const bool temporary_;  // a ":memory:" store: a temp file removed at Close
@@ -127,6 +131,10 @@ class SqliteEventStore final : public EventStore {
   std::condition_variable queue_cv_;
   std::deque<Request> queue_;  // guarded by queue_mu_
   bool stop_writer_ = false;   // guarded by queue_mu_
+  // Someone holds the writer role: the writer thread with a group, or a
+  // caller committing inline. The write connection is used only by the
+  // holder. Guarded by queue_mu_.
+  bool writer_busy_ = false;
   std::thread writer_;
   std::thread::id writer_id_;
 
@@ -140,10 +148,16 @@ class SqliteEventStore final : public EventStore {
   std::condition_variable ckpt_cv_;
   bool ckpt_wanted_ = false;  // guarded by ckpt_mu_
   bool ckpt_stop_ = false;    // guarded by ckpt_mu_
-  // Set by the WAL hook when the WAL outgrew what the background checkpoints
-  // keep up with (a sustained flood): the writer then checkpoints itself
-  // between two groups (writer thread only).
-  bool writer_ckpt_due_ = false;
+  // The WAL's size in pages after the last commit, set by the WAL hook (by
+  // the writer role's holder). When it outgrows what the background
+  // checkpoints keep up with (a sustained flood), the writer thread
+  // checkpoints itself between two groups.
+  int wal_pages_ = 0;
+  bool writer_ckpt_due_ = false;  // writer role only
+  // Whether the writer thread should checkpoint after `group` (just
+  // committed): past kWriterCheckpointPages after a flood-sized group, or past
+  // the hard bound. Sticky until the writer thread has done it.
+  bool WriterCheckpointDue(const std::vector<Request>& group);
   // The next global position (writer thread only): max(store_meta's
   // next_position, last block's last_pos + 1), kept in memory; store_meta is
   // only written when retention deletes blocks (doc/storage.md).

@@ -253,7 +253,7 @@ struct Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, echo_only = false;
   int64_t bytes = 200'000'000;
   std::string dir;
   for (int i = 1; i < argc; ++i) {
@@ -261,6 +261,8 @@ int main(int argc, char** argv) {
     if (a == "--quick") {
       quick = true;
       bytes = 50'000'000;
+    } else if (a == "--echo-only") {
+      echo_only = true;
     } else if (a == "--dir" && i + 1 < argc) {
       dir = argv[++i];
     } else if (a == "--bytes" && i + 1 < argc) {
@@ -279,7 +281,7 @@ int main(int argc, char** argv) {
     // (and the median of the per-round ratios).
     std::vector<double> bares, sessions, ratios;
     double bare_cpu = 1e9, session_cpu = 1e9;
-    int rounds = quick ? 1 : 3;
+    int rounds = echo_only ? 0 : quick ? 1 : 3;
     for (int r = 0; r < rounds; ++r) {
       double c0 = CpuSeconds();
       bares.push_back(BarePtyMbps(bytes));
@@ -290,6 +292,7 @@ int main(int argc, char** argv) {
       bare_cpu = std::min(bare_cpu, c1 - c0);
       session_cpu = std::min(session_cpu, c2 - c1);
     }
+    if (!echo_only) {
     double bare = Percentile(bares, 0.5), session = Percentile(sessions, 0.5);
     std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, median of " +
                        std::to_string(rounds);
@@ -301,10 +304,12 @@ int main(int argc, char** argv) {
     double mb = static_cast<double>(bytes) / 1e6;
     Emit("baseline_bare_pty_cpu_ms_per_mb", bare_cpu * 1000 / mb, "ms/MB");
     Emit("pty_session_cpu_ms_per_mb", session_cpu * 1000 / mb, "ms/MB");
+    }
 
     int samples = quick ? 200 : 1000;
     auto bare_echo = BareEchoUs(samples);
     StoreStats s0 = b.store->Stats();
+    if (std::getenv("DISPATCH_BENCH_SETTLE")) std::this_thread::sleep_for(std::chrono::seconds(3));
     auto echo = b.SessionEchoUs(samples);
     StoreStats s1 = b.store->Stats();
     double commits = static_cast<double>(s1.group_commits - s0.group_commits);
@@ -321,6 +326,12 @@ int main(int argc, char** argv) {
          "of the echo latency: from the adapter reading the echo to its delivery after commit");
     Emit("echo_latency_p99_us", Percentile(echo, 0.99), "us",
          std::to_string(echo.size()) + " keystrokes, input to committed echo");
+    Emit("echo_commit_part_p99_us", Percentile(b.commit_us, 0.99), "us");
+    if (std::getenv("DISPATCH_BENCH_VERBOSE")) {
+      for (size_t i = 0; i < echo.size(); ++i) {
+        if (echo[i] > 500) std::fprintf(stderr, "# slow echo %zu: %.0f us (commit part %.0f)\n", i, echo[i], i < b.commit_us.size() ? b.commit_us[i] : -1.0);
+      }
+    }
   }
   if (tmp) std::filesystem::remove_all(dir);
   return 0;
