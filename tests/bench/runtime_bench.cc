@@ -309,7 +309,6 @@ int main(int argc, char** argv) {
     int samples = quick ? 200 : 1000;
     auto bare_echo = BareEchoUs(samples);
     StoreStats s0 = b.store->Stats();
-    if (std::getenv("DISPATCH_BENCH_SETTLE")) std::this_thread::sleep_for(std::chrono::seconds(3));
     auto echo = b.SessionEchoUs(samples);
     StoreStats s1 = b.store->Stats();
     double commits = static_cast<double>(s1.group_commits - s0.group_commits);
