@@ -561,6 +561,15 @@ HttpResponse Server::MetricsText() {
                    metrics_.slow_client_disconnects));
   metric("dispatch_ws_catchup_reads_total", "counter", "Store reads made for attach backlogs.");
   line(fmt::format("dispatch_ws_catchup_reads_total {}", metrics_.catchup_reads));
+  metric("dispatch_ws_screen_attach_total", "counter",
+         "Attach backlogs sent as a screen (run:screen) instead of the events.");
+  line(fmt::format("dispatch_ws_screen_attach_total {}", metrics_.screen_attaches));
+  metric("dispatch_ws_screen_snapshots_saved_total", "counter",
+         "Screen snapshots stored after an attach rebuilt a long tail.");
+  line(fmt::format("dispatch_ws_screen_snapshots_saved_total {}", metrics_.screen_snapshots_saved));
+  metric("dispatch_ws_screen_failures_total", "counter",
+         "Screen attaches that fell back to sending the events.");
+  line(fmt::format("dispatch_ws_screen_failures_total {}", metrics_.screen_failures));
   metric("dispatch_ws_origin_rejections_total", "counter", "WebSocket upgrades refused by Origin.");
   line(fmt::format("dispatch_ws_origin_rejections_total {}", metrics_.origin_rejections));
   metric("dispatch_auth_failures_total", "counter", "Failed key checks.");

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "dispatch/projection.h"
+#include "dispatch/replay.h"
 #include "dispatch/version.h"
 #include "log.h"
 
@@ -23,6 +25,10 @@ constexpr size_t kBatchBytes = 256 * 1024;   // one coalesced frame at most
 constexpr size_t kBatchEvents = 4096;
 constexpr size_t kReadPageBytes = 512 * 1024;  // one catch-up store read
 constexpr int kSioPingTimeoutMs = 20000;
+// run:attach {screen: "auto"}: a screen only for a backlog of this many
+// events or (estimated from the run's average event size) output bytes.
+constexpr int64_t kScreenAutoMinEvents = 1000;
+constexpr int64_t kScreenAutoMinBytes = 64 * 1024;
 
 int Callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
   lws_context* ctx = lws_get_context(wsi);
@@ -943,6 +949,26 @@ void Server::Attach(WsClient* c, const InMessage& m) {
     }
     after = a->get<int64_t>();
   }
+  // screen: true | "auto" (only when the backlog has kScreenAutoMinEvents
+  // or more) | false; scrollback: also paint the scrollback lines.
+  bool want_screen = false, auto_screen = false, scrollback = false;
+  if (auto sc = m.data.find("screen"); sc != m.data.end() && !sc->is_null()) {
+    if (sc->is_boolean()) {
+      want_screen = sc->get<bool>();
+    } else if (sc->is_string() && *sc == "auto") {
+      want_screen = auto_screen = true;
+    } else {
+      ReplyError(c, m.id, "invalid_argument", "screen must be true, false or \"auto\"", run);
+      return;
+    }
+  }
+  if (auto sb = m.data.find("scrollback"); sb != m.data.end() && !sb->is_null()) {
+    if (!sb->is_boolean()) {
+      ReplyError(c, m.id, "invalid_argument", "scrollback must be a boolean", run);
+      return;
+    }
+    scrollback = sb->get<bool>();
+  }
   bool viewer = false;
   if (auto role = m.data.find("role"); role != m.data.end() && !role->is_null()) {
     if (!role->is_string() ||
@@ -953,8 +979,15 @@ void Server::Attach(WsClient* c, const InMessage& m) {
     viewer = *role == "viewer";
   }
   // The run must exist: a session record, a live session, or stored events.
-  bool known = (manager_ && manager_->GetSession(run).ok()) ||
-               store_->catalog().GetSession(run).ok();
+  // Its kind decides whether a screen can stand for its backlog (pty only).
+  std::string kind;
+  bool known = false;
+  if (manager_) {
+    if (auto info = manager_->GetSession(run); info.ok()) known = true, kind = info->kind;
+  }
+  if (!known) {
+    if (auto rec = store_->catalog().GetSession(run); rec.ok()) known = true, kind = rec->kind;
+  }
   if (!known) {
     Result<RunInfo> info = store_->GetRun(run);
     known = info.ok();
@@ -986,14 +1019,27 @@ void Server::Attach(WsClient* c, const InMessage& m) {
   a->mark = feed->cursor;
   a->cursor = after;
   a->mode = Attachment::kReading;
+  // A screen stands for the backlog only of a pty run, and only if there is
+  // a backlog ("auto": a long one).
+  bool screen = want_screen && kind == "pty" && a->mark > after;
+  if (screen && auto_screen && a->mark - after < kScreenAutoMinEvents) {
+    Result<RunInfo> info = store_->GetRun(run);
+    screen = info.ok() && info->event_count > 0 &&
+             info->payload_bytes / info->event_count * (a->mark - after) >= kScreenAutoMinBytes;
+  }
+  a->screen_scrollback = scrollback;
   c->attachments[run] = a;
   feed->atts.push_back(a);
-  LogInfo("ws {} attach {} afterSeq={} mark={}{}", static_cast<const void*>(c->wsi), run, after,
-          a->mark, viewer ? " (viewer)" : "");
+  LogInfo("ws {} attach {} afterSeq={} mark={}{}{}", static_cast<const void*>(c->wsi), run, after,
+          a->mark, viewer ? " (viewer)" : "", screen ? " (screen)" : "");
   Reply(c, m.id,
         json{{"runId", run}, {"fromSeq", a->from_seq}, {"toSeq", a->mark},
-             {"role", viewer ? "viewer" : "operator"}});
-  ContinueAttachment(a, -1);
+             {"role", viewer ? "viewer" : "operator"}, {"screen", screen}});
+  if (screen) {
+    ScheduleScreen(a);
+  } else {
+    ContinueAttachment(a, -1);
+  }
 }
 
 void Server::Detach(WsClient* c, const std::string& run_id) {
@@ -1013,6 +1059,8 @@ void Server::Detach(WsClient* c, const std::string& run_id) {
 void Server::Enqueue(Attachment& a, std::shared_ptr<const WireEvent> ev) {
   WsClient* c = a.client;
   a.cursor = ev->seq;
+  if (a.behind_from > 0 && ev->seq >= a.behind_from)
+    a.behind_bytes -= std::min(a.behind_bytes, ev->cost());
   OutItem item;
   item.event = std::move(ev);
   c->queued_bytes += item.cost();
@@ -1033,18 +1081,35 @@ void Server::OnBusEvent(const std::string& run_id, const EventView& e) {
   // Iterate over a copy: a disconnect policy may detach.
   std::vector<std::shared_ptr<Attachment>> atts = feed.atts;
   for (auto& a : atts) {
-    if (!a->alive || a->mode != Attachment::kLive) continue;
-    if (gap || a->cursor != e.seq - 1) {
-      a->mode = Attachment::kReading;
-      ScheduleRead(a);
-      continue;
+    if (!a->alive) continue;
+    if (a->mode == Attachment::kLive) {
+      if (gap || a->cursor != e.seq - 1) {
+        a->mode = Attachment::kReading;
+        ScheduleRead(a);
+      } else if (a->client->queued_bytes >= config_.client_queue_bytes) {
+        OnClientOverflow(*a);
+        continue;
+      } else {
+        if (!w) w = MakeWireEvent(e);
+        Enqueue(*a, w);
+        continue;
+      }
+      if (!a->alive || a->mode == Attachment::kLive) continue;
     }
-    if (a->client->queued_bytes >= config_.client_queue_bytes) {
-      OnClientOverflow(*a);
+    // Catching up (reading, paused, or a screen being built): the event will
+    // come from the store. Under `disconnect` it is counted: the backlog may
+    // fill half the bound, the other half is for the output produced
+    // meanwhile, and a client that lets more than that pile up before it
+    // drains (OnClientDrained resets the count) is slow, live or catching
+    // up. (A screen being built replaces what it covers; counting starts
+    // after it.)
+    if (config_.slow_client != SlowClientPolicy::kDisconnect || a->screen_pending ||
+        a->client->close_after_flush)
       continue;
-    }
     if (!w) w = MakeWireEvent(e);
-    Enqueue(*a, w);
+    if (a->behind_from == 0) a->behind_from = e.seq;
+    a->behind_bytes += w->cost();
+    if (a->behind_bytes > config_.client_queue_bytes / 2) OnClientOverflow(*a);
   }
 }
 
@@ -1059,8 +1124,9 @@ void Server::OnClientOverflow(Attachment& a) {
   }
   if (c->close_after_flush) return;
   metrics_.slow_client_disconnects++;
-  LogWarn("ws {} from {} too slow ({} bytes queued): disconnecting", static_cast<const void*>(c->wsi),
-          c->address, c->queued_bytes);
+  LogWarn("ws {} from {} too slow on {} ({} bytes queued, {} more behind, {}): disconnecting",
+          static_cast<const void*>(c->wsi), c->address, a.run_id, c->queued_bytes,
+          a.behind_bytes, a.mode == Attachment::kLive ? "live" : "catching up");
   c->queue.clear();
   c->queued_bytes = 0;
   for (auto& [run, att] : c->attachments) att->mode = Attachment::kPaused;
@@ -1070,10 +1136,17 @@ void Server::OnClientOverflow(Attachment& a) {
   CloseClient(c, 1008, "slow client");
 }
 
+size_t Server::CatchupLimit() const {
+  return config_.slow_client == SlowClientPolicy::kDisconnect ? config_.client_queue_bytes / 2
+                                                              : config_.client_queue_bytes;
+}
+
 void Server::OnClientDrained(WsClient* c) {
   if (c->close_after_flush) return;
   for (auto& [run, a] : c->attachments) {
     if (a->mode == Attachment::kPaused && !a->retry) {
+      a->behind_from = 0;  // it is reading: count the output from here on
+      a->behind_bytes = 0;
       a->mode = Attachment::kReading;
       ScheduleRead(a);
     }
@@ -1090,6 +1163,7 @@ struct ReadJob {
   std::string run_id;
   int64_t after = 0;
   int64_t upto = 0;
+  size_t max_bytes = 0;
   std::vector<std::shared_ptr<const WireEvent>> events;
   Status status;
   std::function<void(ReadJob*)> done;
@@ -1116,10 +1190,18 @@ void Server::ScheduleRead(const std::shared_ptr<Attachment>& a) {
   job->run_id = a->run_id;
   job->after = a->cursor;
   job->upto = target;
+  // A page fills at most the room left below the catch-up limit (at least
+  // 16 KiB, at most kReadPageBytes), so the queue overshoots it by one
+  // event at most.
+  size_t queued = a->client->queued_bytes;
+  size_t limit = CatchupLimit();
+  job->max_bytes = std::clamp<size_t>(limit > queued ? limit - queued : 0, 16 * 1024,
+                                      kReadPageBytes);
   job->done = [this](ReadJob* j) {
     std::shared_ptr<Attachment> att = j->att;
     att->read_in_flight = false;
-    if (!att->alive) return;
+    // A client being closed (slow, shutting down) gets nothing more.
+    if (!att->alive || att->client->close_after_flush) return;
     if (!j->status.ok()) {
       if (j->status.code() == StatusCode::kTruncated) {
         int64_t earliest = j->status.earliest_available();
@@ -1160,7 +1242,7 @@ void Server::ScheduleRead(const std::shared_ptr<Attachment>& a) {
               auto w = MakeWireEvent(v);
               bytes += w->cost();
               j->events.push_back(std::move(w));
-              return bytes < kReadPageBytes;
+              return bytes < j->max_bytes;
             },
             opts);
         if (!r.ok()) j->status = r.status();
@@ -1177,6 +1259,138 @@ void Server::ScheduleRead(const std::shared_ptr<Attachment>& a) {
   }
 }
 
+namespace {
+
+// The library's screen projection, counting the output it applies, so the
+// host can tell whether the screen it built is worth keeping as a snapshot.
+class CountingScreen final : public Projection {
+ public:
+  std::string_view name() const override { return inner_.name(); }
+  int32_t version() const override { return inner_.version(); }
+  void Reset() override { inner_.Reset(); }
+  void Apply(const EventView& e) override {
+    if (e.channel == "pty:stdout") bytes_ += static_cast<int64_t>(e.payload.size());
+    inner_.Apply(e);
+  }
+  std::string Save() const override { return inner_.Save(); }
+  Status Load(std::string_view data) override { return inner_.Load(data); }
+  const TerminalScreen& screen() const { return inner_.screen(); }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  ScreenProjection inner_;  // default options: 80x24 until the run says, 1000 lines of scrollback
+  int64_t bytes_ = 0;
+};
+
+struct ScreenJob {
+  uv_work_t req;
+  EventStore* store = nullptr;
+  std::shared_ptr<Attachment> att;
+  std::string run_id;
+  int64_t upto = 0;
+  bool scrollback = false;
+  // Results.
+  Status status;
+  std::string repaint;
+  int64_t seq = 0;
+  int cols = 0, rows = 0;
+  std::string title;
+  ReplayResult replay;
+  bool saved = false;
+  Status save_status;
+  std::function<void(ScreenJob*)> done;
+};
+
+}  // namespace
+
+void Server::ScheduleScreen(const std::shared_ptr<Attachment>& a) {
+  a->screen_pending = true;
+  a->read_in_flight = true;  // no store read meanwhile: the screen decides where they start
+  auto* job = new ScreenJob;
+  job->req.data = job;
+  job->store = store_;
+  job->att = a;
+  job->run_id = a->run_id;
+  job->upto = a->mark;
+  job->scrollback = a->screen_scrollback;
+  job->done = [this](ScreenJob* j) {
+    std::shared_ptr<Attachment> att = j->att;
+    att->read_in_flight = false;
+    att->screen_pending = false;
+    if (!att->alive || att->client->close_after_flush) return;
+    if (j->saved) metrics_.screen_snapshots_saved++;
+    if (!j->save_status.ok())
+      LogWarn("screen snapshot of {} at seq {} not saved: {}", att->run_id, j->seq,
+              j->save_status.ToString());
+    if (!j->status.ok()) {
+      // Fall back to the events (a truncated backlog is reported there).
+      metrics_.screen_failures++;
+      LogWarn("screen of {} for attach failed ({}): sending the events instead", att->run_id,
+              j->status.ToString());
+    } else if (j->seq > att->cursor) {
+      json d = {{"runId", att->run_id}, {"seq", j->seq},     {"cols", j->cols},
+                {"rows", j->rows},      {"title", j->title}, {"scrollback", j->scrollback}};
+      if (IsValidUtf8(j->repaint)) {
+        d["data"] = std::move(j->repaint);
+        d["encoding"] = "text";
+      } else {
+        d["data"] = Base64Encode(j->repaint);
+        d["encoding"] = "bytes";
+      }
+      SendEvent(att->client, "run:screen", d);
+      metrics_.screen_attaches++;
+      LogDebug("ws {} screen of {} at seq {} ({} events replayed from snapshot {})",
+               static_cast<const void*>(att->client->wsi), att->run_id, j->seq,
+               j->replay.events_applied, j->replay.snapshot_seq);
+      att->cursor = j->seq;
+    }
+    att->behind_from = 0;
+    att->behind_bytes = 0;
+    ContinueAttachment(att, -1);
+  };
+  int rc = uv_queue_work(
+      loop_, &job->req,
+      [](uv_work_t* req) {
+        auto* j = static_cast<ScreenJob*>(req->data);
+        CountingScreen p;
+        ReplayEngine engine(j->store);
+        Result<ReplayResult> r = engine.Rebuild(j->run_id, p, j->upto);
+        if (!r.ok()) {
+          j->status = r.status();
+          return;
+        }
+        j->replay = *r;
+        j->seq = r->seq;
+        RepaintOptions ro;
+        ro.reset = true;
+        ro.include_scrollback = j->scrollback;
+        j->repaint = p.screen().Repaint(ro);
+        j->cols = p.screen().cols();
+        j->rows = p.screen().rows();
+        j->title = p.screen().title();
+        // Keep what was rebuilt as a snapshot (by the library's default
+        // policy) so the next attach starts here instead of replaying again.
+        const SnapshotPolicy policy;
+        if (r->seq > r->snapshot_seq &&
+            (r->events_applied >= policy.every_events || p.bytes() >= policy.every_bytes)) {
+          j->save_status = engine.SaveSnapshot(j->run_id, p, r->seq);
+          j->saved = j->save_status.ok();
+        }
+      },
+      [](uv_work_t* req, int) {
+        auto* j = static_cast<ScreenJob*>(req->data);
+        j->done(j);
+        delete j;
+      });
+  if (rc != 0) {
+    delete job;
+    a->read_in_flight = false;
+    a->screen_pending = false;
+    LogError("cannot queue a screen build: {}", uv_strerror(rc));
+    ContinueAttachment(a, -1);
+  }
+}
+
 void Server::ContinueAttachment(const std::shared_ptr<Attachment>& a, int64_t events_read) {
   if (!a->alive) return;
   WsClient* c = a->client;
@@ -1190,6 +1404,8 @@ void Server::ContinueAttachment(const std::shared_ptr<Attachment>& a, int64_t ev
   }
   if (a->cursor >= feed.cursor) {
     a->mode = Attachment::kLive;
+    a->behind_from = 0;
+    a->behind_bytes = 0;
     return;
   }
   if (events_read == 0) {
@@ -1208,7 +1424,11 @@ void Server::ContinueAttachment(const std::shared_ptr<Attachment>& a, int64_t ev
     return;
   }
   a->empty_reads = 0;
-  if (c->queued_bytes >= config_.client_queue_bytes) {
+  // The backlog is read at the client's pace: the next page only when the
+  // queue has room. Under `disconnect` it may fill half the bound, so that
+  // catching up alone never makes a client "slow"; the other half is for
+  // the output the session produces meanwhile (see OnBusEvent).
+  if (c->queued_bytes >= CatchupLimit()) {
     a->mode = Attachment::kPaused;
     return;
   }

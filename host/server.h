@@ -54,6 +54,14 @@ struct Attachment {
   bool retry = false;   // re-read on the next tick (the store had nothing yet)
   int empty_reads = 0;
   Mode mode = kReading;
+  // run:attach {screen}: a run:screen is being built (on the thread pool);
+  // its seq replaces the backlog up to it.
+  bool screen_pending = false;
+  bool screen_scrollback = false;
+  // Output committed while catching up and not queued yet (counted from
+  // seq behind_from on; --slow-client disconnect adds it to the queue).
+  int64_t behind_from = 0;
+  size_t behind_bytes = 0;
 };
 
 // An outgoing WebSocket item: a ready frame, or an event (coalesced with
@@ -126,6 +134,9 @@ struct Metrics {
   int64_t slow_client_disconnects = 0;
   int64_t origin_rejections = 0;
   int64_t catchup_reads = 0;
+  int64_t screen_attaches = 0;       // run:screen frames sent
+  int64_t screen_snapshots_saved = 0;
+  int64_t screen_failures = 0;       // fell back to the events
 };
 
 class Server {
@@ -200,8 +211,11 @@ class Server {
   void OnBusEvent(const std::string& run_id, const EventView& e);
   void Enqueue(Attachment& a, std::shared_ptr<const WireEvent> ev);
   void ScheduleRead(const std::shared_ptr<Attachment>& a);
+  void ScheduleScreen(const std::shared_ptr<Attachment>& a);
   void ContinueAttachment(const std::shared_ptr<Attachment>& a, int64_t events_read);
   void OnClientDrained(WsClient* c);
+  // How full the queue may get from backlog reads before they pause.
+  size_t CatchupLimit() const;
   void OnClientOverflow(Attachment& a);
 
   // Shutdown.

@@ -28,6 +28,9 @@ std::string Base64Encode(std::string_view bytes);
 // Standard alphabet, padding optional; url-safe characters also accepted.
 // nullopt on any other character.
 std::optional<std::string> Base64Decode(std::string_view text);
+// True if `bytes` is well-formed UTF-8 (no overlongs, surrogates or code
+// points above U+10FFFF), so it can travel as a JSON string unchanged.
+bool IsValidUtf8(std::string_view bytes);
 
 // The JSON value of an event on the wire: {runId, seq, channel, type,
 // payload, encoding, timestamp (ms), id?}. `bytes` payloads are base64,

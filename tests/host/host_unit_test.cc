@@ -40,6 +40,20 @@ TEST_CASE("Base64 round-trips every byte value and rejects garbage") {
   CHECK(!Base64Decode("a"));
 }
 
+TEST_CASE("UTF-8 validation accepts well-formed text and refuses the rest") {
+  CHECK(IsValidUtf8(""));
+  CHECK(IsValidUtf8("plain \x1b[31mred\x1b[0m"));
+  CHECK(IsValidUtf8("\xc3\xa9t\xc3\xa9 \xe2\x94\x80 \xf0\x9f\x98\x80"));  // é ─ 😀
+  CHECK_FALSE(IsValidUtf8("\xc3"));              // truncated
+  CHECK_FALSE(IsValidUtf8("\x80"));              // lone continuation
+  CHECK_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong
+  CHECK_FALSE(IsValidUtf8("\xe0\x80\xaf"));      // overlong
+  CHECK_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  CHECK_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+  CHECK_FALSE(IsValidUtf8("\xff"));
+  CHECK_FALSE(IsValidUtf8("ok\xe2\x94x"));        // bad continuation
+}
+
 TEST_CASE("Native frames parse into event, data and id") {
   auto m = ParseNativeFrame(R"({"event":"run:attach","data":{"runId":"r1","afterSeq":3},"id":9})");
   REQUIRE(m.ok());

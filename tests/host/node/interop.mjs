@@ -149,6 +149,46 @@ check('socket.io: create pty, attach, type echo, see output, viewer refused', as
   s.close();
 });
 
+check('socket.io: attach with a screen: run:screen, then the events after its seq, then live', async (host) => {
+  const created = await api(host, 'POST', '/api/sessions', { kind: 'pty', options: { shell: '/bin/sh', cols: 80, rows: 24 } });
+  const runId = created.body.runId;
+  const s = connectSio(host, { auth: { key: KEY } });
+  await once(s, 'connect');
+  const all = [];
+  collect(s, runId, all);
+  await emitAck(s, 'run:attach', { runId });
+  await emitAck(s, 'run:input', { runId, data: "seq 1 3000; printf '\\033[31mred-%d\\033[0m\\n' $((6*7))\r" });
+  await waitFor(() => all.some((e) => e.channel === 'pty:stdout' && decode(e).includes('red-42')), 30000, 'history');
+  await new Promise((r) => setTimeout(r, 300));  // the prompt
+  const last = all[all.length - 1].seq;
+
+  const b = connectSio(host, { auth: { key: KEY } });
+  await once(b, 'connect');
+  const order = [];
+  const tail = [];
+  let screen = null;
+  b.on('run:screen', (d) => { order.push('screen'); screen = d; });
+  b.on('run:event', (e) => { order.push('event'); tail.push(e); });
+  b.on('run:event:batch', (x) => { order.push('event'); tail.push(...x.events); });
+  const attached = once(b, 'run:attached');
+  const ack = await emitAck(b, 'run:attach', { runId, screen: true, role: 'viewer' });
+  assert.equal(ack.screen, true);
+  const marker = await attached;
+  assert.equal(order[0], 'screen');
+  assert.equal(screen.runId, runId);
+  assert.equal(screen.encoding, 'text');
+  assert.deepEqual([screen.cols, screen.rows], [80, 24]);
+  assert.ok(screen.data.includes('red-42') && screen.data.includes('\x1b[') && screen.data.includes('3000'));
+  assert.ok(!screen.data.includes('\n1\r\n'), 'the screen is not the history');
+  assert.ok(screen.seq <= marker.toSeq && marker.toSeq >= last);
+  // Live: contiguous after the screen's seq.
+  await emitAck(s, 'run:input', { runId, data: 'echo live-$((5+5))\r' });
+  await waitFor(() => tail.some((e) => e.channel === 'pty:stdout' && decode(e).includes('live-10')), 30000, 'live output');
+  tail.forEach((e, i) => assert.equal(e.seq, screen.seq + 1 + i));
+  b.close();
+  s.close();
+});
+
 check('ws: native frames, hello, ack ids, attach with afterSeq (pty)', async (host) => {
   const created = await api(host, 'POST', '/api/sessions', { kind: 'pty', options: { shell: '/bin/sh' } });
   assert.equal(created.status, 201);
