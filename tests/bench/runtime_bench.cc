@@ -204,6 +204,7 @@ struct Bench {
 
   // Of each echo: µs from its recording (read by the adapter, ts) to delivery.
   std::vector<double> commit_us;
+  std::vector<int64_t> checkpoints;  // the store's checkpoint count after each echo
 
   std::vector<double> SessionEchoUs(int samples) {
     SessionConfig c;
@@ -241,6 +242,7 @@ struct Bench {
       }
       if (t_out.load() == 0) break;
       out.push_back(static_cast<double>(t_out.load() - t_in.load()) / 1000.0);
+      checkpoints.push_back(store->Stats().checkpoints);
       std::this_thread::sleep_for(std::chrono::milliseconds(2));  // let trailing output pass
       (void)mgr->WaitIdle(*run);
     }
@@ -328,7 +330,11 @@ int main(int argc, char** argv) {
     Emit("echo_commit_part_p99_us", Percentile(b.commit_us, 0.99), "us");
     if (std::getenv("DISPATCH_BENCH_VERBOSE")) {
       for (size_t i = 0; i < echo.size(); ++i) {
-        if (echo[i] > 500) std::fprintf(stderr, "# slow echo %zu: %.0f us (commit part %.0f)\n", i, echo[i], i < b.commit_us.size() ? b.commit_us[i] : -1.0);
+        if (echo[i] > 500) {
+          std::fprintf(stderr, "# slow echo %zu: %.0f us (commit part %.0f), checkpoints %lld\n", i, echo[i],
+                       i < b.commit_us.size() ? b.commit_us[i] : -1.0,
+                       static_cast<long long>(i < b.checkpoints.size() ? b.checkpoints[i] : -1));
+        }
       }
     }
   }
