@@ -796,7 +796,10 @@ void ManagerImpl::OnCommitted(const std::shared_ptr<Session>& s, std::vector<New
       EventView v;
       v.run_id = s->spec_.run_id;
       v.seq = i < r->seqs.size() ? r->seqs[i] : 0;
-      v.position = 0;  // AppendResult does not report positions
+      // The batch's new events are contiguous in seq and position.
+      v.position = (r->first_position > 0 && v.seq >= r->first_seq)
+                       ? r->first_position + (v.seq - r->first_seq)
+                       : 0;
       v.ts_us = e.ts_us;
       v.channel = e.channel;
       v.type = e.type;

@@ -288,8 +288,10 @@ TEST_SUITE("RunSessionManager") {
       }
       return dispatch::Status::Ok();
     });
+    std::vector<int64_t> positions;
     f.mgr->AddAfterEventHook([&](const dispatch::EventView& e) {
       seen.emplace_back(std::string(e.run_id), e.seq);  // loop thread only
+      positions.push_back(e.position);
     });
     SessionConfig c;
     c.options_json = Sh("echo forbidden").dump();
@@ -301,13 +303,20 @@ TEST_SUITE("RunSessionManager") {
     REQUIRE(bus.WaitForEvent(run, "system:status", "closed"));
     auto evs = f.Settled(run);
     std::vector<std::pair<std::string, int64_t>> copy;
-    REQUIRE(f.mgr->Post([&] { copy = seen; }).ok());
+    std::vector<int64_t> copy_positions;
+    REQUIRE(f.mgr->Post([&] {
+      copy = seen;
+      copy_positions = positions;
+    }).ok());
     REQUIRE(f.mgr->WaitIdle().ok());
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     REQUIRE(copy.size() == evs.size());
     for (size_t i = 0; i < copy.size(); ++i) {
       CHECK(copy[i].first == run);
       CHECK(copy[i].second == static_cast<int64_t>(i + 1));
+      // Live events carry the store's position, as a read would.
+      CHECK(copy_positions[i] == evs[i].position);
+      CHECK(copy_positions[i] > 0);
     }
   }
 
