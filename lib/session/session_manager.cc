@@ -79,6 +79,8 @@ void CloseAndDelete(uv_handle_t* h) {
     switch (handle->type) {
       case UV_TIMER: delete reinterpret_cast<uv_timer_t*>(handle); break;
       case UV_ASYNC: delete reinterpret_cast<uv_async_t*>(handle); break;
+      case UV_CHECK: delete reinterpret_cast<uv_check_t*>(handle); break;
+      case UV_IDLE: delete reinterpret_cast<uv_idle_t*>(handle); break;
       default: break;
     }
   });
@@ -318,6 +320,11 @@ class ManagerImpl final : public RunSessionManager {
   }
   void CatalogStatus(const std::string& run_id, SessionStatus st);
   void DrainMailbox();
+  // Completions of appends the loop committed inline: run in this loop
+  // iteration's check phase (no eventfd round trip, no extra poll).
+  void PostLocal(std::function<void()> task);
+  void InitLocalHandles();
+  void DrainLocal();
   void TearDown();
   static void LoopThreadMain(ManagerImpl* self, std::promise<void>* ready);
 
@@ -329,6 +336,9 @@ class ManagerImpl final : public RunSessionManager {
   std::thread thread_;
   std::atomic<std::thread::id> loop_thread_{};
   std::shared_ptr<Mailbox> mailbox_ = std::make_shared<Mailbox>();
+  std::deque<std::function<void()>> local_tasks_;  // loop thread only
+  uv_check_t* local_check_ = nullptr;  // runs local_tasks_ after the poll phase
+  uv_idle_t* local_idle_ = nullptr;    // keeps that poll from blocking while any wait
 
   std::map<std::string, AdapterFactory> factories_;
   std::vector<BeforeCreateHook> before_create_;
@@ -411,6 +421,7 @@ Status ManagerImpl::Init(std::string canonical_root) {
     }
     async->data = this;
     mailbox_->async = async;
+    InitLocalHandles();
     return Status::Ok();
   }
   own_loop_ = std::make_unique<uv_loop_t>();
@@ -432,6 +443,7 @@ Status ManagerImpl::Init(std::string canonical_root) {
   }
   async->data = this;
   mailbox_->async = async;
+  InitLocalHandles();
   std::promise<void> ready;
   auto fut = ready.get_future();
   thread_ = std::thread(LoopThreadMain, this, &ready);
@@ -463,6 +475,44 @@ Status ManagerImpl::Post(std::function<void()> task) {
   mailbox_->tasks.push_back(std::move(task));
   uv_async_send(mailbox_->async);
   return Status::Ok();
+}
+
+void ManagerImpl::InitLocalHandles() {
+  // uv_check_init / uv_idle_init cannot fail.
+  local_check_ = new uv_check_t;
+  uv_check_init(loop_, local_check_);
+  local_check_->data = this;
+  local_idle_ = new uv_idle_t;
+  uv_idle_init(loop_, local_idle_);
+  local_idle_->data = this;
+}
+
+void ManagerImpl::PostLocal(std::function<void()> task) {
+  if (torn_down_ || local_check_ == nullptr) return;
+  local_tasks_.push_back(std::move(task));
+  uv_check_start(local_check_, [](uv_check_t* c) { static_cast<ManagerImpl*>(c->data)->DrainLocal(); });
+  uv_idle_start(local_idle_, [](uv_idle_t*) {});
+}
+
+void ManagerImpl::DrainLocal() {
+  // What is posted while these run (the next inline commit) waits for the
+  // next iteration, after the loop has polled again.
+  std::deque<std::function<void()>> tasks;
+  tasks.swap(local_tasks_);
+  for (auto& t : tasks) {
+    if (torn_down_) return;
+    try {
+      t();
+    } catch (const std::exception& e) {
+      Error("", Status::Internal(fmt::format("posted task threw: {}", e.what())));
+    } catch (...) {
+      Error("", Status::Internal("posted task threw"));
+    }
+  }
+  if (local_tasks_.empty() && !torn_down_) {
+    uv_check_stop(local_check_);
+    uv_idle_stop(local_idle_);
+  }
 }
 
 void ManagerImpl::DrainMailbox() {
@@ -762,9 +812,19 @@ void ManagerImpl::Submit(const std::shared_ptr<Session>& s, bool now) {
   AppendOptions append_opts;
   append_opts.commit_inline = !s->flooding && bytes <= kInlineCommitMaxBytes;
   std::weak_ptr<Mailbox> weak_box = mailbox_;
+  const std::thread::id loop_tid = loop_thread_.load();
   store_->AppendAsync(
       s->spec_.run_id, std::move(batch), append_opts,
-      [weak_box, s](Result<AppendResult> r) {
+      [weak_box, s, loop_tid](Result<AppendResult> r) {
+        if (std::this_thread::get_id() == loop_tid) {  // committed inline, inside Submit
+          ManagerImpl* mgr = s->mgr;
+          mgr->PostLocal([mgr, s, r = std::move(r)]() mutable {
+            std::vector<NewEvent> b = std::move(s->batch);
+            s->batch.clear();
+            mgr->OnCommitted(s, std::move(b), std::move(r));
+          });
+          return;
+        }
         auto box = weak_box.lock();
         if (!box) return;
         std::lock_guard<std::mutex> l(box->mu);
@@ -1044,6 +1104,11 @@ void ManagerImpl::TearDown() {
       catalog_worker_->Post([store, rid] { (void)store->catalog().DeleteSession(rid); });
     }
   }
+  local_tasks_.clear();
+  CloseAndDelete(reinterpret_cast<uv_handle_t*>(local_check_));
+  CloseAndDelete(reinterpret_cast<uv_handle_t*>(local_idle_));
+  local_check_ = nullptr;
+  local_idle_ = nullptr;
   std::deque<std::function<void()>> dropped;
   {
     std::lock_guard<std::mutex> l(mailbox_->mu);
