@@ -3,13 +3,17 @@
 // The flow of an event (doc/sessions.md, doc/threading.md):
 //   adapter → SessionContext::Emit (loop thread) → the session's queue
 //   → one AppendAsync per session in flight at a time (what arrives while it
-//     is in flight is coalesced into the next batch) → the store's writer
-//     group-commits it → the completion callback (writer thread) posts to the
-//     mailbox → uv_async wakes the loop → after-event hooks, then the bus, in
-//     seq order → pending bytes drop, a paused session resumes.
+//     is in flight is coalesced into the next batch) → committed either by
+//     the loop itself (a small append while the store's writer is idle:
+//     AppendOptions::commit_inline; the completion is queued for this loop
+//     iteration's check phase) or by the store's writer thread, which
+//     group-commits it (a flood; the completion, on the writer thread, posts
+//     to the mailbox and uv_async wakes the loop) → after-event hooks, then
+//     the bus, in seq order → pending bytes drop, a paused session resumes.
 // Keeping one append in flight per session gives seq order for free and
 // turns a flood into few large appends; idle sessions append at once, so a
-// lone keystroke echo waits for nothing but its own commit.
+// lone keystroke echo waits for nothing but its own commit — on the loop
+// thread, with no thread hand-off.
 //
 // Catalog writes (status, meta) go through a SerialWorker so the loop never
 // waits on disk, in the order the status events were committed.
