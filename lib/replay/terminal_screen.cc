@@ -463,12 +463,16 @@ struct TerminalScreen::Impl {
   std::vector<bool> tabs;
   char charset[4] = {0, 0, 0, 0};  // designated G0–G3 ('0', 'A', 'B'); 0 = default
   int gl = 0;
+  // The DECSC slot. Before any DECSC, libvterm's slot is zeroed memory: the
+  // cursor at 0,0, a pen of RGB 0,0,0 colours and no attributes, the cursor
+  // hidden, not blinking, shape 0; a DECRC restores exactly that (RIS does
+  // not reset the slot). `valid`: a DECSC happened.
   struct Saved {
     bool valid = false;
     VTermPos pos{0, 0};
-    Pen pen;
-    bool visible = true, blink = true;
-    int shape = VTERM_PROP_CURSORSHAPE_BLOCK;
+    Pen pen;  // zero-initialised colours: RGB 0,0,0, as libvterm's slot
+    bool visible = false, blink = false;
+    int shape = 0;
   } saved;
   std::vector<VTermScreenCell> primary;  // the main screen while alt is shown
   int primary_rows = 0, primary_cols = 0;
@@ -1070,7 +1074,7 @@ struct TerminalScreen::Impl {
       return (a < region_top && b < region_top) || (a > region_bottom && b > region_bottom);
     };
     Pen now_pen = PenOf(state);
-    bool walk = origin && !phantom && (!reprint || SamePen(PenOf(gcell), now_pen)) && saved.valid &&
+    bool walk = origin && !phantom && (!reprint || SamePen(PenOf(gcell), now_pen)) &&
                 (target.row < region_top || target.row > region_bottom) &&
                 same_side(target.row, saved.pos.row) && saved.pos.col < cols &&
                 saved.pos.row < rows && SamePen(saved.pen, now_pen) &&
@@ -1109,6 +1113,7 @@ struct TerminalScreen::Impl {
     if (gl == 3) out.append("\x1bo");
     set_pen(now_pen);
     if (walk) {
+      if (reprint && irm) target = cur;  // (see below)
       out.append("\x1b" "8");
       for (int r = saved.pos.row; r < target.row; ++r) out.append("\x1b" "D");
       for (int r = saved.pos.row; r > target.row; --r) out.append("\x1b" "M");
@@ -1120,7 +1125,10 @@ struct TerminalScreen::Impl {
         } while (c < cols - 1 && !tabs[static_cast<size_t>(c)]);
       }
       for (; c > target.col; --c) out.push_back('\b');
-      if (reprint) AppendCellChars(&out, gcell);  // in the pen DECRC restored (the same)
+      // The glyph again, in the pen DECRC restored (the same) — not in insert
+      // mode, which would shift the row (IRM is a CSI: it cannot come after
+      // DECRC); then only a combining mark written next would differ.
+      if (reprint && !irm) AppendCellChars(&out, gcell);
     }
     out.append(segmenter.pending());
     return out;
