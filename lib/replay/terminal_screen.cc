@@ -1390,9 +1390,11 @@ struct TerminalScreen::Impl {
     if (combine.set && !phantom && combine.chars[0] != 0 && combine.chars[0] != kWideTail &&
         combine.pos.row >= 0 && combine.pos.row < rows && combine.pos.col >= 0 &&
         combine.pos.col + std::max(combine.width, 1) <= cols &&
-        combine.width > 0 && GlyphWidth(combine.chars[0]) == combine.width) {
+        combine.width > 0 && GlyphWidth(combine.chars[0]) == combine.width &&
+        (combine.chars[1] == 0 || combine.pos.col + combine.width < cols)) {
       // (A lone combining mark, width 0, is left alone: printed again it
-      // would join the glyph printed before it.)
+      // would join the glyph printed before it. So is a glyph with marks at
+      // the right margin, whose marks would come after the wrap.)
       VTermScreenCell cc{};
       vterm_screen_get_cell(screen, combine.pos, &cc);
       bool same = cc.width == std::max(combine.width, 1);
@@ -1489,7 +1491,8 @@ struct TerminalScreen::Impl {
     if (clamped || walk) {
       // Not where the cursor is (or not there yet): print nothing now.
     } else if (phantom) {
-      if (ccell.chars[0] != 0 && ccell.chars[0] != kWideTail &&
+      // (Not a glyph with combining marks: they would come after the wrap.)
+      if (ccell.chars[0] != 0 && ccell.chars[0] != kWideTail && ccell.chars[1] == 0 &&
           GlyphWidth(ccell.chars[0]) >= 1 && cur.col + GlyphWidth(ccell.chars[0]) >= cols) {
         set_pen(PenOf(ccell));
         AppendCellChars(&out, ccell);

@@ -463,6 +463,7 @@ std::string PropertyTrial(uint32_t seed, bool verbose, std::vector<std::string>*
     bool inexact = head->repaint_stats().inexact > inexact_before;
     std::string d = DiffScreens(*head, *rep, false);
     if (inexact) {
+      if (!d.empty()) dump(k, *head);
       if (inexact_repaints) inexact_repaints->push_back(d.empty() ? std::string() : where + d);
     } else if (!d.empty()) {
       dump(k, *head);
