@@ -70,6 +70,19 @@ struct ScreenOptions {
   size_t scrollback_lines = 1000;
 };
 
+// How the repaints made so far (Repaint and Save) came about. Every repaint
+// is checked by writing it to a scratch emulator: `exact` ones reproduced
+// the state; `replayed` ones did not (a state no escape sequence can make,
+// doc/replay.md "Exactness") and were answered with the last exact repaint
+// plus the output written since, which replays to the state exactly;
+// `inexact` ones could do neither (a resize since the last exact repaint,
+// or more than 64 KiB of output) and reproduce the state only approximately.
+struct RepaintStats {
+  int64_t exact = 0;
+  int64_t replayed = 0;
+  int64_t inexact = 0;
+};
+
 struct RepaintOptions {
   // Start with RIS (ESC c) so a terminal that is not fresh is reset first.
   bool reset = true;
@@ -131,6 +144,9 @@ class DISPATCH_EXPORT TerminalScreen {
 
   // The whole state as bytes (cereal, LZ4-compressed, checksummed).
   std::string Save() const;
+
+  // Counts of the repaints so far, by how they were made (see RepaintStats).
+  RepaintStats repaint_stats() const;
 
  private:
   struct Impl;

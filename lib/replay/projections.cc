@@ -66,6 +66,14 @@ std::string OptString(const json& j, const char* key) {
   return it->get<std::string>();
 }
 
+// `a == lit`, with the literal's length known at compile time so the
+// comparison is a few inlined loads, not a memcmp call (this runs for every
+// event of a rebuild).
+template <size_t N>
+inline bool Is(std::string_view a, const char (&lit)[N]) {
+  return a.size() == N - 1 && std::memcmp(a.data(), lit, N - 1) == 0;
+}
+
 }  // namespace
 
 // ---- SessionStatusProjection ----
@@ -75,17 +83,19 @@ void SessionStatusProjection::Apply(const EventView& e) {
   s.last_seq = e.seq;
   s.last_ts_us = e.ts_us;
   s.event_count++;
-  if (e.channel == "pty:stdout") {
+  // Only system:status and pty:resize payloads are parsed; output and input
+  // events are counted from the view alone.
+  if (Is(e.channel, "pty:stdout")) {
     s.output_bytes += static_cast<int64_t>(e.payload.size());
-  } else if (e.channel == "pty:stdin") {
+  } else if (Is(e.channel, "pty:stdin")) {
     s.input_events++;
-  } else if (e.channel == "pty:resize" && e.type == "dimensions") {
+  } else if (Is(e.channel, "pty:resize") && Is(e.type, "dimensions")) {
     int c = 0, r = 0;
     if (SizeOf(ObjectPayload(e), &c, &r)) {
       s.cols = c;
       s.rows = r;
     }
-  } else if (e.channel == kStatusChannel) {
+  } else if (Is(e.channel, "system:status")) {
     json p = ObjectPayload(e);
     s.status = std::string(e.type);
     int c = 0, r = 0;

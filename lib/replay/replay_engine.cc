@@ -17,6 +17,9 @@ namespace dispatch {
 namespace {
 
 constexpr size_t kBatch = 8192;
+// Without snapshots to write between batches (a read transaction of 64K
+// events lasts a few ms: short enough not to hold up the checkpointer).
+constexpr int64_t kPlainBatch = 65536;
 
 struct PendingSnapshot {
   int64_t seq;
@@ -114,21 +117,35 @@ Result<ReplayResult> ReplayEngine::Rebuild(std::string_view run_id, Projection& 
   }
   PolicyCounter policy(options.save);
   std::vector<PendingSnapshot> pending;
+  // Snapshots are written between batches (never from inside a read); with
+  // none to take, larger batches (fewer read transactions), and a visitor
+  // that only applies.
+  const bool saving = options.save.every_events > 0 || options.save.every_bytes > 0;
+  const int64_t batch = saving ? static_cast<int64_t>(kBatch) : kPlainBatch;
   while (cursor < up_to_seq) {
     ReadOptions ro;
-    ro.limit = static_cast<size_t>(std::min<int64_t>(kBatch, up_to_seq - cursor));
+    ro.limit = static_cast<size_t>(std::min<int64_t>(batch, up_to_seq - cursor));
     int64_t last = cursor;
-    auto read = store_->Read(
-        run_id, cursor,
-        [&](const EventView& e) {
-          p.Apply(e);
-          last = e.seq;
-          r.events_applied++;
-          if (policy.Add(e.payload.size())) pending.push_back({e.seq, p.Save()});
-          return true;
-        },
-        ro);
+    Result<ReadSummary> read =
+        saving ? store_->Read(
+                     run_id, cursor,
+                     [&](const EventView& e) {
+                       p.Apply(e);
+                       last = e.seq;
+                       if (policy.Add(e.payload.size())) pending.push_back({e.seq, p.Save()});
+                       return true;
+                     },
+                     ro)
+               : store_->Read(
+                     run_id, cursor,
+                     [&](const EventView& e) {
+                       p.Apply(e);
+                       last = e.seq;
+                       return true;
+                     },
+                     ro);
     if (!read.ok()) return read.status();
+    r.events_applied += read->count;
     if (!pending.empty()) {
       if (Status s = PutSnapshots(store_->catalog(), run_id, p.name(), p, &pending, &r); !s.ok()) {
         return s;

@@ -287,8 +287,12 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
   // A wide glyph in the last column, its right half cut off (by an insert
   // or a narrower window): print it one column to the left and push it
   // right with ICH; the cell it leaves is painted below.
+  // So is a glyph with combining marks there: printed in the last column,
+  // its marks would come after the wrap (libvterm joins a mark to the glyph
+  // before only if the cursor is just after it).
   int clipped = -1;
-  if (n >= 2 && last == n - 1 && !tail(n - 1) && cells[n - 1].chars[0] != 0 && gw[n - 1] == 2) {
+  if (n >= 2 && last == n - 1 && !tail(n - 1) && cells[n - 1].chars[0] != 0 &&
+      (gw[n - 1] == 2 || (gw[n - 1] == 1 && cells[n - 1].chars[1] != 0))) {
     clipped = n - 1;
     move_to(n - 2);
     set_pen(PenOf(cells[n - 1]));
@@ -422,12 +426,21 @@ struct StateData {
   int32_t rows = 0;
   std::string repaint;                                   // without scrollback
   std::vector<std::pair<int32_t, std::string>> scrollback;  // (width, encoded row)
+  // (Class version 2.) What to replay after the repaint when the repaint
+  // alone cannot make the state (see Impl::Repaint): output bytes and
+  // resizes, as records (kOpBytes, u32 length, bytes) or (kOpResize, u16
+  // cols, u16 rows), little-endian. cols/rows are then the size before them.
+  std::string ops;
 
   template <class Archive>
-  void serialize(Archive& ar, const std::uint32_t /*version*/) {
+  void serialize(Archive& ar, const std::uint32_t version) {
     ar(cols, rows, repaint, scrollback);
+    if (version >= 2) ar(ops);
   }
 };
+
+constexpr char kOpBytes = 'B';
+constexpr char kOpResize = 'R';
 
 // Version 1: "DSCR", checksum, cereal body. Version 2: "DSC2", checksum
 // (of what follows), the body's size (uint32 LE), the body LZ4-compressed
@@ -439,7 +452,7 @@ constexpr uint32_t kMaxStateBody = uint32_t{256} << 20;
 }  // namespace
 }  // namespace dispatch
 
-CEREAL_CLASS_VERSION(dispatch::StateData, 1);
+CEREAL_CLASS_VERSION(dispatch::StateData, 2);
 
 namespace dispatch {
 
@@ -463,16 +476,27 @@ struct TerminalScreen::Impl {
   std::vector<bool> tabs;
   char charset[4] = {0, 0, 0, 0};  // designated G0–G3 ('0', 'A', 'B'); 0 = default
   int gl = 0;
+  // The DECSC slot. Before any DECSC, libvterm's slot is zeroed memory: the
+  // cursor at 0,0, a pen of RGB 0,0,0 colours and no attributes, the cursor
+  // hidden, not blinking, shape 0; a DECRC then restores exactly that (and
+  // RIS does not reset the slot). `valid`: a DECSC happened.
   struct Saved {
     bool valid = false;
     VTermPos pos{0, 0};
-    Pen pen;
-    bool visible = true, blink = true;
-    int shape = VTERM_PROP_CURSORSHAPE_BLOCK;
+    Pen pen;  // zero-initialised colours: RGB 0,0,0, as libvterm's slot
+    bool visible = false, blink = false;
+    int shape = 0;
   } saved;
   std::vector<VTermScreenCell> primary;  // the main screen while alt is shown
   int primary_rows = 0, primary_cols = 0;
   bool phantom = false;  // the cursor waits in the phantom column
+  // libvterm's scroll region bottom: -1 = the whole screen (it follows a
+  // resize), else an explicit row count — which DECRQSS reports the same
+  // when it equals the screen height, and which a resize keeps (a screen
+  // shrunk below a region leaves it so). Tracked (SetRegion). Only the
+  // difference matters (at the next resize): no DECSTBM makes an explicit
+  // region of the whole height, so such a state is replayed (Repaint).
+  int sr_bottom = -1;
   bool decom = false;    // origin mode, tracked (see QueryDecMode)
   std::unordered_map<int, int> mode_cache;
   bool mode_cache_fresh = false;
@@ -482,6 +506,30 @@ struct TerminalScreen::Impl {
     int width = 1;
     bool autowrap = true;
   } glyph;
+  // libvterm's combining state: the last glyph a text write put (its chars,
+  // width and position). A combining mark written while the cursor is at
+  // pos + width is added to these chars and the glyph put again at pos —
+  // whatever the cell holds by then. Never reset (not even by RIS).
+  struct Combine {
+    bool set = false;
+    VTermPos pos{0, 0};
+    int width = 0;
+    uint32_t chars[VTERM_MAX_CHARS_PER_CELL] = {};
+  } combine;
+
+  // Exactness (see Repaint): the newest state whose repaint was checked to
+  // reproduce it exactly ("" = the fresh screen), and the bytes written
+  // since, so that base + log replays to the current state.
+  bool logging = true;       // false in the scratch emulator of a check
+  bool base_ok = true;       // base + log is the current state
+  std::string base;          // a repaint body (no RIS, no scrollback)
+  int base_cols = 0, base_rows = 0;
+  std::string log;           // ops since base (StateData::ops records)
+  size_t log_bytes_at = std::string::npos;  // the length of the last bytes record
+  bool log_resized = false;  // the log holds a resize
+  int64_t pushed_since_base = 0;  // scrollback lines pushed since base (still there)
+  std::vector<std::pair<int32_t, std::string>> base_popped;  // base lines a resize pulled back
+  int64_t exact_count = 0, replayed_count = 0, inexact_count = 0;
 
   // Per-unit observation.
   int damage_count = 0;
@@ -521,6 +569,7 @@ struct TerminalScreen::Impl {
   static int OnPushLine(int cols, const VTermScreenCell* cells, void* user) {
     auto* self = static_cast<Impl*>(user);
     if (self->sb_limit == 0) return 1;
+    ++self->pushed_since_base;
     std::string enc;
     std::optional<Pen> pen = Pen{};
     pen->fg.type = VTERM_COLOR_DEFAULT_FG;
@@ -535,6 +584,11 @@ struct TerminalScreen::Impl {
     if (self->scrollback.empty()) return 0;
     auto line = std::move(self->scrollback.back());
     self->scrollback.pop_back();
+    if (self->pushed_since_base > 0) {
+      --self->pushed_since_base;
+    } else if (self->logging && self->base_ok) {
+      self->base_popped.push_back(line);
+    }
     std::vector<VTermScreenCell> dec = DecodeRow(line.second, std::max(line.first, 1));
     VTermScreenCell blank{};
     blank.width = 1;
@@ -574,6 +628,8 @@ struct TerminalScreen::Impl {
     vterm_screen_enable_altscreen(screen, 1);
     vterm_screen_reset(screen, 1);
     ResetTracked();
+    base_cols = cols;  // the fresh screen is the first base
+    base_rows = rows;
   }
 
   void ResetTracked() {
@@ -662,6 +718,7 @@ struct TerminalScreen::Impl {
             ResetTracked();
             decom = false;
             mode_cache_fresh = false;
+            sr_bottom = -1;
             break;
           case 'n': gl = 2; break;
           case 'o': gl = 3; break;
@@ -673,6 +730,12 @@ struct TerminalScreen::Impl {
         }
       }
     } else if (s.kind == K::kCsi) {
+      if (s.intermed.empty() && s.leader.empty() && s.final == 'r') {
+        long t = s.args.empty() || s.args[0] == VtSegment::kMissing ? 1 : s.args[0];
+        long b = s.args.size() < 2 || s.args[1] == VtSegment::kMissing ? -1 : s.args[1];
+        SetRegion(t, b);
+        return;
+      }
       // (libvterm 0.1 does not implement DECSTR, CSI ! p.)
       if (!s.intermed.empty() || (s.final != 'h' && s.final != 'l')) return;
       bool on = s.final == 'h';
@@ -689,12 +752,54 @@ struct TerminalScreen::Impl {
     }
   }
 
+  // Mirrors libvterm's DECSTBM (1-based top; bottom -1 when absent).
+  void SetRegion(long top, long bottom) {
+    long t = std::clamp(top - 1, 0L, static_cast<long>(rows));
+    long b = std::max(bottom, -1L);
+    if (t == 0 && b == rows) {
+      b = -1;
+    } else {
+      b = std::min(b, static_cast<long>(rows));
+    }
+    if ((b == -1 ? rows : b) <= t) b = -1;
+    sr_bottom = static_cast<int>(b);
+  }
+
+  // libvterm decodes a text write by its first byte: from ASCII through
+  // the charset in GL (DEC graphics, …), from a UTF-8 byte as UTF-8 to the
+  // end of the write — ASCII included, untranslated — grouping combining
+  // marks with their base. So how the text was cut into writes would
+  // change the screen (and a repaint or a replay, cut differently, would
+  // differ). Text goes in canonical writes instead: each ASCII run, each
+  // other character on its own (a combining mark then joins its base
+  // through libvterm's combining state, as it does after an ASCII base).
+  void FeedText(std::string_view t) {
+    size_t i = 0, n = t.size();
+    while (i < n) {
+      size_t j = i + 1;
+      if (static_cast<unsigned char>(t[i]) < 0x80) {
+        while (j < n && static_cast<unsigned char>(t[j]) < 0x80) ++j;
+      } else {
+        while (j < n && (static_cast<unsigned char>(t[j]) & 0xC0) == 0x80) ++j;
+      }
+      vterm_input_write(vt, t.data() + i, j - i);
+      i = j;
+    }
+  }
+
   void Feed(const VtSegment& s) {
-    if (s.kind == VtSegment::Kind::kCsi) mode_cache_fresh = false;
+    // Only SM/RM change the cached modes (and RIS, below); any other CSI,
+    // even one libvterm does not know (which leaves the cursor where it
+    // is), keeps the cache.
+    if (s.kind == VtSegment::Kind::kCsi && (s.final == 'h' || s.final == 'l')) mode_cache_fresh = false;
     Before(s);
     VTermPos before = Cursor();
     damage_count = 0;
-    vterm_input_write(vt, s.bytes.data(), s.bytes.size());
+    if (s.kind == VtSegment::Kind::kText) {
+      FeedText(s.bytes);
+    } else {
+      vterm_input_write(vt, s.bytes.data(), s.bytes.size());
+    }
     VTermPos after = Cursor();
     bool moved = before.row != after.row || before.col != after.col;
     if (s.kind == VtSegment::Kind::kText) {
@@ -703,6 +808,12 @@ struct TerminalScreen::Impl {
         glyph.pos = VTermPos{last_damage.start_row, last_damage.start_col};
         glyph.width = last_damage.end_col - last_damage.start_col;
         glyph.autowrap = autowrap;
+        combine.set = true;
+        combine.pos = glyph.pos;
+        combine.width = glyph.width;
+        VTermScreenCell cc{};
+        vterm_screen_get_cell(screen, combine.pos, &cc);
+        std::copy(std::begin(cc.chars), std::end(cc.chars), std::begin(combine.chars));
         // libvterm sets its phantom flag when a glyph ends at the margin
         // with autowrap on, and clears it only when the cursor moves.
         phantom = autowrap && last_damage.end_col >= cols && after.row == glyph.pos.row &&
@@ -717,17 +828,90 @@ struct TerminalScreen::Impl {
     After(s);
   }
 
+  static constexpr size_t kMaxLog = size_t{64} << 10;
+
   void Write(std::string_view bytes) {
+    if (logging && base_ok && !bytes.empty()) {
+      // (Text goes to libvterm in canonical writes, so how the bytes were
+      // cut does not matter: consecutive writes share one record.)
+      if (log_bytes_at == std::string::npos) {
+        log.push_back(kOpBytes);
+        log_bytes_at = log.size();
+        log.append(4, '\0');
+      }
+      uint32_t n = 0;
+      std::memcpy(&n, log.data() + log_bytes_at, 4);
+      n += static_cast<uint32_t>(bytes.size());
+      std::memcpy(log.data() + log_bytes_at, &n, 4);
+      log.append(bytes);
+    }
     segmenter.Feed(bytes, [this](const VtSegment& s) { Feed(s); });
+    if (logging && base_ok && log.size() > kMaxLog) TryRebase();
+  }
+
+  // A resize, logged like output (the check after it usually starts a new
+  // base; a state only a resize could make keeps the log).
+  void ResizeOp(int c, int r) {
+    if (logging && base_ok) {
+      log.push_back(kOpResize);
+      uint16_t cc = static_cast<uint16_t>(c), rr = static_cast<uint16_t>(r);
+      log.append(reinterpret_cast<const char*>(&cc), 2);
+      log.append(reinterpret_cast<const char*>(&rr), 2);
+      log_bytes_at = std::string::npos;
+      log_resized = true;
+    }
+    DoResize(c, r);
+    if (!logging) return;
+    std::string body = Body();
+    if (Verify(body)) Rebase(body);
+  }
+
+  // Replays StateData::ops records; false if they are malformed.
+  bool ReplayOps(std::string_view ops) {
+    size_t i = 0;
+    while (i < ops.size()) {
+      char k = ops[i++];
+      if (k == kOpBytes && ops.size() - i >= 4) {
+        uint32_t n = 0;
+        std::memcpy(&n, ops.data() + i, 4);
+        i += 4;
+        if (ops.size() - i < n) return false;
+        Write(ops.substr(i, n));
+        i += n;
+      } else if (k == kOpResize && ops.size() - i >= 4) {
+        uint16_t c = 0, r = 0;
+        std::memcpy(&c, ops.data() + i, 2);
+        std::memcpy(&r, ops.data() + i + 2, 2);
+        i += 4;
+        if (c < 1 || r < 1 || c > kMaxScreenCols || r > kMaxScreenRows) return false;
+        if (c != cols || r != rows) ResizeOp(c, r);
+      } else {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // The scrollback as it was at base (oldest first).
+  std::vector<std::pair<int32_t, std::string>> BaseScrollback() const {
+    size_t keep = scrollback.size() - std::min(scrollback.size(), static_cast<size_t>(pushed_since_base));
+    std::vector<std::pair<int32_t, std::string>> out(scrollback.begin(),
+                                                     scrollback.begin() + static_cast<std::ptrdiff_t>(keep));
+    out.insert(out.end(), base_popped.rbegin(), base_popped.rend());
+    return out;
   }
 
   void DoResize(int c, int r) {
+    // (The cursor may be left outside the scroll region: the modes are
+    // known before, see QueryDecMode.)
+    if (decom && !mode_cache_fresh) RefreshModeCache();
     VTermPos before = Cursor();
     Pen pen = PenOf(state);
     int old_cols = cols;
     vterm_set_size(vt, r, c);
     rows = r;
     cols = c;
+    if (sr_bottom > r) sr_bottom = r;
     VTermPos after = Cursor();
     if (before.row != after.row || before.col != after.col || old_cols != c) {
       glyph.valid = false;
@@ -783,8 +967,13 @@ struct TerminalScreen::Impl {
     std::string fix;
     if (!rows_ok) {
       int nb = std::min(bottom, rows);
-      if (top < nb) fix += fmt::format("\x1b[{};{}r", top, nb);
-      else fix += "\x1b[r";
+      if (top < nb) {
+        fix += fmt::format("\x1b[{};{}r", top, nb);
+        SetRegion(top, nb);
+      } else {
+        fix += "\x1b[r";
+        SetRegion(1, -1);
+      }
     }
     if (!cols_ok) {
       int nr = std::min(right, cols);
@@ -860,9 +1049,10 @@ struct TerminalScreen::Impl {
   // A DECRQM is a CSI, and libvterm ends every CSI by clamping the cursor
   // into the scroll region in origin mode. A program can leave the cursor
   // outside the region there (DECRC to a cursor saved outside it) until its
-  // next CSI; asking then would move it. So the modes are cached before such
-  // a DECRC (no CSI can change them until the next CSI, which ends that
-  // state) and the cache answers while the cursor is outside.
+  // next CSI that libvterm knows; asking then would move it. So the modes
+  // are cached before such a DECRC or a resize (only SM/RM change them, and
+  // those clamp the cursor) and the cache answers while the cursor is
+  // outside.
   int QueryDecMode(int mode) {
     if (decom && mode_cache_fresh && CursorOutsideRegion()) {
       auto it = mode_cache.find(mode);
@@ -916,10 +1106,165 @@ struct TerminalScreen::Impl {
     return {top, bottom};
   }
 
+  // The repaint (see screen.h). Its body is checked by writing it to a
+  // scratch emulator and comparing every state this file can read or
+  // tracks (SameState). If it does not reproduce the state exactly (a state
+  // no escape sequence can make: doc/replay.md, "Exactness"), the answer is
+  // the last checked body (`base`) plus the output written since (`log`),
+  // which replays to exactly this state. Only if that is gone too (more
+  // than kMaxLog bytes since, or a resize: bytes cannot resize the
+  // receiving terminal) is the unchecked body used (inexact_count).
+  enum class Made { kExact, kReplayed, kInexact };
+
+  // Checks the body; on success it is the new base.
+  Made Check(std::string* body) {
+    *body = Body();
+    if (Verify(*body)) {
+      Rebase(*body);
+      return Made::kExact;
+    }
+    return base_ok ? Made::kReplayed : Made::kInexact;
+  }
+
   std::string Repaint(const RepaintOptions& options) {
+    std::string body;
+    Made made = Check(&body);
+    if (made == Made::kReplayed && log_resized) made = Made::kInexact;
     std::string out;
-    out.reserve(static_cast<size_t>(rows) * cols);
     if (options.reset) out.append("\x1b" "c");
+    if (made == Made::kReplayed) {
+      ++replayed_count;
+      if (options.include_scrollback) {
+        auto sb = BaseScrollback();
+        AppendScrollbackLines(&out, sb.begin(), sb.end());
+      }
+      out.append(base);
+      for (size_t i = 0; i + 5 <= log.size();) {  // bytes records only (no resize)
+        uint32_t n = 0;
+        std::memcpy(&n, log.data() + i + 1, 4);
+        out.append(log, i + 5, n);
+        i += 5 + n;
+      }
+      return out;
+    }
+    ++(made == Made::kExact ? exact_count : inexact_count);
+    if (options.include_scrollback) AppendScrollbackLines(&out, scrollback.begin(), scrollback.end());
+    out.append(body);
+    return out;
+  }
+
+  void Rebase(const std::string& body) {
+    base = body;
+    base_cols = cols;
+    base_rows = rows;
+    log.clear();
+    log_bytes_at = std::string::npos;
+    log_resized = false;
+    pushed_since_base = 0;
+    base_popped.clear();
+    base_ok = true;
+  }
+
+  // After a resize (which the log cannot carry) or a long log: a new base
+  // if the state is reproducible now, else none until it is again.
+  void TryRebase() {
+    if (!logging) return;
+    std::string body = Body();
+    if (Verify(body)) {
+      Rebase(body);
+    } else {
+      Rebase(std::string());
+      base_ok = false;
+    }
+  }
+
+  // True if `body` written to a fresh emulator of this size gives this state.
+  bool Verify(const std::string& body) {
+    Impl scratch;
+    scratch.sb_limit = 0;
+    scratch.logging = false;
+    scratch.Init(rows, cols);
+    scratch.Write(body);
+    return SameState(scratch);
+  }
+
+  // (The right half of a wide glyph shows nothing of its own: its pen is
+  // not compared.)
+  static bool SameCell(const VTermScreenCell& a, const VTermScreenCell& b) {
+    if (a.chars[0] == kWideTail || b.chars[0] == kWideTail) return a.chars[0] == b.chars[0];
+    for (int i = 0; i < VTERM_MAX_CHARS_PER_CELL; ++i) {
+      if (a.chars[i] != b.chars[i]) return false;
+      if (a.chars[i] == 0) break;
+    }
+    const VTermScreenCellAttrs &x = a.attrs, &y = b.attrs;
+    return a.width == b.width && x.bold == y.bold && x.underline == y.underline &&
+           x.italic == y.italic && x.blink == y.blink && x.reverse == y.reverse &&
+           x.strike == y.strike && x.font == y.font &&
+           x.dwl == y.dwl && x.dhl == y.dhl && SameColor(a.fg, b.fg) && SameColor(a.bg, b.bg);
+  }
+
+  // Every state of libvterm this file can read, and what it tracks.
+  bool SameState(Impl& o) {
+    if (rows != o.rows || cols != o.cols || alt != o.alt) return false;
+    VTermScreenCell a, b;
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < cols; ++c) {
+        vterm_screen_get_cell(screen, VTermPos{r, c}, &a);
+        vterm_screen_get_cell(o.screen, VTermPos{r, c}, &b);
+        if (!SameCell(a, b)) return false;
+      }
+    }
+    if (alt) {
+      if (primary.empty() != o.primary.empty()) return false;
+      if (!primary.empty()) {
+        if (primary_rows != o.primary_rows || primary_cols != o.primary_cols) return false;
+        for (size_t i = 0; i < primary.size(); ++i) {
+          if (!SameCell(primary[i], o.primary[i])) return false;
+        }
+      }
+    }
+    VTermPos p = Cursor(), q = o.Cursor();
+    if (p.row != q.row || p.col != q.col || phantom != o.phantom) return false;
+    if (cursor_visible != o.cursor_visible || cursor_blink != o.cursor_blink ||
+        cursor_shape != o.cursor_shape || title != o.title || icon != o.icon) {
+      return false;
+    }
+    if (!SamePen(PenOf(state), PenOf(o.state))) return false;
+    if (saved.valid != o.saved.valid || saved.pos.row != o.saved.pos.row ||
+        saved.pos.col != o.saved.pos.col || !SamePen(saved.pen, o.saved.pen) ||
+        saved.visible != o.saved.visible || saved.blink != o.saved.blink ||
+        saved.shape != o.saved.shape) {
+      return false;
+    }
+    if (tabs != o.tabs || !std::equal(std::begin(charset), std::end(charset), std::begin(o.charset)) ||
+        gl != o.gl || keypad != o.keypad || irm != o.irm || lnm != o.lnm ||
+        autowrap != o.autowrap || declrmm != o.declrmm || decom != o.decom) {
+      return false;
+    }
+    if (combine.set != o.combine.set) return false;
+    if (combine.set && (combine.pos.row != o.combine.pos.row || combine.pos.col != o.combine.pos.col ||
+                        combine.width != o.combine.width ||
+                        !std::equal(std::begin(combine.chars), std::end(combine.chars),
+                                    std::begin(o.combine.chars)))) {
+      return false;
+    }
+    if (segmenter.pending() != o.segmenter.pending()) return false;
+    if ((sr_bottom == -1) != (o.sr_bottom == -1)) return false;
+    if (QueryRegion("r") != o.QueryRegion("r") || QueryRegion("s") != o.QueryRegion("s")) return false;
+    static constexpr int kModes[] = {1, 5, 6, 7, 1000, 1002, 1003, 1004, 1005, 1006, 1015, 2004};
+    for (int m : kModes) {
+      if (QueryDecMode(m) != o.QueryDecMode(m)) return false;
+    }
+    return true;
+  }
+
+  // The scrollback lines [0, n) painted and scrolled into the receiving
+  // terminal's own scrollback, leaving a blank screen.
+  template <class It>
+  void AppendScrollbackLines(std::string* outp, It first, It last) {
+    size_t lines = static_cast<size_t>(std::distance(first, last));
+    if (lines == 0) return;
+    std::string& out = *outp;
     Pen def;
     def.fg.type = VTERM_COLOR_DEFAULT_FG;
     def.bg.type = VTERM_COLOR_DEFAULT_BG;
@@ -931,10 +1276,10 @@ struct TerminalScreen::Impl {
         pen = p;
       }
     };
-
-    if (options.include_scrollback && !scrollback.empty()) {
+    {
       out.append("\x1b[H");
-      for (const auto& [width, enc] : scrollback) {
+      for (It it = first; it != last; ++it) {
+        const auto& [width, enc] = *it;
         std::vector<VTermScreenCell> cells = DecodeRow(enc, std::max(width, 1));
         int n = std::min(width, cols);
         // A wide glyph cut at the right edge would wrap: drop it.
@@ -944,10 +1289,56 @@ struct TerminalScreen::Impl {
         out.append("\r\n");
       }
       cup(rows - 1, 0);
-      size_t lfs = std::min(scrollback.size(), static_cast<size_t>(rows - 1));
+      size_t lfs = std::min(lines, static_cast<size_t>(rows - 1));
       out.append(lfs, '\n');
       out.append("\x1b[H");
     }
+  }
+
+  // The repaint without RIS and scrollback, for a fresh terminal (or one
+  // that is blank after the scrollback lines, pen and modes the defaults).
+  std::string Body() {
+    std::string out;
+    out.reserve(static_cast<size_t>(rows) * cols);
+    Pen def;
+    def.fg.type = VTERM_COLOR_DEFAULT_FG;
+    def.bg.type = VTERM_COLOR_DEFAULT_BG;
+    std::optional<Pen> pen = def;
+    auto cup = [&](int r, int c) { fmt::format_to(std::back_inserter(out), "\x1b[{};{}H", r + 1, c + 1); };
+    auto set_pen = [&](const Pen& p) {
+      if (!pen || !SamePen(*pen, p)) {
+        AppendSgr(&out, p);
+        pen = p;
+      }
+    };
+    // The receiving terminal's cursor style as the repaint goes.
+    bool term_visible = true, term_blink = true;
+    int term_shape = VTERM_PROP_CURSORSHAPE_BLOCK;
+    // Cursor shape 0 (no DECSCUSR sets it) is what DECRC restores from a
+    // slot no DECSC ever wrote (libvterm's zeroed one: also hidden, not
+    // blinking, the pen RGB 0,0,0). A fresh terminal has that slot: use it
+    // first if the cursor or the saved cursor has that shape.
+    if (cursor_shape == 0 || (saved.valid && saved.shape == 0)) {
+      out.append("\x1b" "8");
+      term_visible = term_blink = false;
+      term_shape = 0;
+      pen = std::nullopt;
+    }
+    // Sets the terminal's cursor style (shape 0 cannot be set: left as is,
+    // the check in Repaint sees it).
+    auto cursor_style = [&](bool visible, bool blink, int shape) {
+      if ((blink != term_blink || shape != term_shape) && shape != 0) {
+        int n = shape == VTERM_PROP_CURSORSHAPE_UNDERLINE  ? 3
+                : shape == VTERM_PROP_CURSORSHAPE_BAR_LEFT ? 5
+                                                           : 1;
+        if (!blink) ++n;
+        fmt::format_to(std::back_inserter(out), "\x1b[{} q", n);
+        term_blink = blink;
+        term_shape = shape;
+      }
+      if (visible != term_visible) out.append(visible ? "\x1b[?25h" : "\x1b[?25l");
+      term_visible = visible;
+    };
 
     // The main screen (from our copy while the alternate one is shown).
     std::vector<VTermScreenCell> row(static_cast<size_t>(cols));
@@ -983,23 +1374,49 @@ struct TerminalScreen::Impl {
     }
 
     // The saved cursor (DECSC), with its pen and cursor style.
-    auto cursor_style = [&](bool visible, bool blink, int shape) {
-      if (blink != true || shape != VTERM_PROP_CURSORSHAPE_BLOCK) {
-        int n = shape == VTERM_PROP_CURSORSHAPE_UNDERLINE  ? 3
-                : shape == VTERM_PROP_CURSORSHAPE_BAR_LEFT ? 5
-                                                           : 1;
-        if (!blink) ++n;
-        fmt::format_to(std::back_inserter(out), "\x1b[{} q", n);
-      }
-      if (!visible) out.append("\x1b[?25l");
-    };
     if (saved.valid) {
       cup(saved.pos.row, saved.pos.col);
       set_pen(saved.pen);
       cursor_style(saved.visible, saved.blink, saved.shape);
       out.append("\x1b" "7");
-      if (!saved.visible) out.append("\x1b[?25h");
-      if (saved.blink != true || saved.shape != VTERM_PROP_CURSORSHAPE_BLOCK) out.append("\x1b[1 q");
+    }
+
+    // libvterm's combining state (the last glyph put): its glyph is printed
+    // again, last of all text (unless the phantom column below does it), so
+    // that a combining mark written next joins what it would have joined.
+    // In place if the cell still holds it; else, while the main screen is
+    // shown, on the alternate screen (which every switch to it erases).
+    // (Before the modes: no insert mode, margins or charsets yet.)
+    if (combine.set && !phantom && combine.chars[0] != 0 && combine.chars[0] != kWideTail &&
+        combine.pos.row >= 0 && combine.pos.row < rows && combine.pos.col >= 0 &&
+        combine.pos.col + std::max(combine.width, 1) <= cols &&
+        combine.width > 0 && GlyphWidth(combine.chars[0]) == combine.width &&
+        (combine.chars[1] == 0 || combine.pos.col + combine.width < cols)) {
+      // (A lone combining mark, width 0, is left alone: printed again it
+      // would join the glyph printed before it. So is a glyph with marks at
+      // the right margin, whose marks would come after the wrap.)
+      VTermScreenCell cc{};
+      vterm_screen_get_cell(screen, combine.pos, &cc);
+      bool same = cc.width == std::max(combine.width, 1);
+      for (int i = 0; same && i < VTERM_MAX_CHARS_PER_CELL; ++i) {
+        same = cc.chars[i] == combine.chars[i];
+        if (cc.chars[i] == 0) break;
+      }
+      auto put = [&] {
+        for (int i = 0; i < VTERM_MAX_CHARS_PER_CELL && combine.chars[i]; ++i) {
+          AppendUtf8(&out, combine.chars[i]);
+        }
+      };
+      if (same) {
+        cup(combine.pos.row, combine.pos.col);
+        set_pen(PenOf(cc));
+        put();
+      } else if (!alt) {
+        out.append("\x1b[?1047h");
+        cup(combine.pos.row, combine.pos.col);
+        put();
+        out.append("\x1b[?1047l");
+      }
     }
 
     // Tab stops.
@@ -1036,23 +1453,13 @@ struct TerminalScreen::Impl {
     if (!title.empty()) fmt::format_to(std::back_inserter(out), "\x1b]2;{}\x07", title);
 
     // The cursor. In the phantom column (after a glyph at the right margin,
-    // before the wrap) print what that cell holds so the next glyph wraps;
-    // just after the last glyph printed, print that glyph again so that a
-    // combining mark that follows joins it, as it would have.
+    // before the wrap) print what that cell holds so the next glyph wraps.
     VTermPos cur = Cursor();
     int origin_row = origin ? top - 1 : 0;
     bool real_autowrap = QueryDecMode(7) != 2;
     VTermScreenCell ccell{};
     vterm_screen_get_cell(screen, cur, &ccell);
-    bool reprint = false;
-    VTermScreenCell gcell{};
-    if (!phantom && glyph.valid) {
-      vterm_screen_get_cell(screen, glyph.pos, &gcell);
-      bool after = cur.row == glyph.pos.row && cur.col == glyph.pos.col + glyph.width;
-      reprint = after && gcell.chars[0] != 0 && gcell.chars[0] != kWideTail &&
-                gcell.width == glyph.width && GlyphWidth(gcell.chars[0]) == glyph.width;
-    }
-    VTermPos target = reprint ? glyph.pos : cur;
+    VTermPos target = cur;
     // Move somewhere else first so a phantom column left by painting is
     // cancelled even if the target is where the cursor already is.
     int tr = target.row - origin_row, tc = target.col;
@@ -1064,25 +1471,28 @@ struct TerminalScreen::Impl {
     // saved cursor is on the same side of the region as the cursor, with
     // the same pen and cursor style (DECRC restores those too), the repaint
     // ends with DECRC and a walk by IND/RI and HT/BS, after its last CSI.
-    // Otherwise the cursor lands clamped into the region (a known limit).
+    // If only the pen differs, the walk still puts the cursor where it is
+    // (the pen is then the saved one: the check in Repaint sees it, and a
+    // saved state replays the output instead). If the cursor style differs
+    // too, the cursor lands clamped into the region (the same fallback).
+    // Only a resize can make such states: see doc/replay.md, "Exactness".
     const int region_top = top - 1, region_bottom = bottom - 1;
     auto same_side = [&](int a, int b) {
       return (a < region_top && b < region_top) || (a > region_bottom && b > region_bottom);
     };
     Pen now_pen = PenOf(state);
-    bool walk = origin && !phantom && (!reprint || SamePen(PenOf(gcell), now_pen)) && saved.valid &&
-                (target.row < region_top || target.row > region_bottom) &&
+    bool walk = origin && !phantom && (target.row < region_top || target.row > region_bottom) &&
                 same_side(target.row, saved.pos.row) && saved.pos.col < cols &&
-                saved.pos.row < rows && SamePen(saved.pen, now_pen) &&
-                saved.visible == cursor_visible && saved.blink == cursor_blink &&
+                saved.pos.row < rows && saved.visible == cursor_visible && saved.blink == cursor_blink &&
                 saved.shape == cursor_shape;
     // (Clamped: CUP cannot express a row outside the region in origin mode.)
     bool clamped = !walk && origin && (tr < 0 || tr > bottom - top);
     if (!walk) cup(origin ? std::clamp(tr, 0, bottom - top) : tr, tc);
     if (clamped || walk) {
-      // Not where the glyph is (or not there yet): print nothing now.
+      // Not where the cursor is (or not there yet): print nothing now.
     } else if (phantom) {
-      if (ccell.chars[0] != 0 && ccell.chars[0] != kWideTail &&
+      // (Not a glyph with combining marks: they would come after the wrap.)
+      if (ccell.chars[0] != 0 && ccell.chars[0] != kWideTail && ccell.chars[1] == 0 &&
           GlyphWidth(ccell.chars[0]) >= 1 && cur.col + GlyphWidth(ccell.chars[0]) >= cols) {
         set_pen(PenOf(ccell));
         AppendCellChars(&out, ccell);
@@ -1091,9 +1501,6 @@ struct TerminalScreen::Impl {
         set_pen(PenOf(ccell));
         out.append("\x1b[X");
       }
-    } else if (reprint) {
-      set_pen(PenOf(gcell));
-      AppendCellChars(&out, gcell);
     }
     if (!real_autowrap) out.append("\x1b[?7l");
     if (irm) out.append("\x1b[4h");
@@ -1120,7 +1527,6 @@ struct TerminalScreen::Impl {
         } while (c < cols - 1 && !tabs[static_cast<size_t>(c)]);
       }
       for (; c > target.col; --c) out.push_back('\b');
-      if (reprint) AppendCellChars(&out, gcell);  // in the pen DECRC restored (the same)
     }
     out.append(segmenter.pending());
     return out;
@@ -1195,6 +1601,12 @@ Result<std::unique_ptr<TerminalScreen>> TerminalScreen::Load(std::string_view da
   }
   while (impl->scrollback.size() > impl->sb_limit) impl->scrollback.pop_front();
   impl->Write(st.repaint);
+  // The repaint makes this state by construction: it is the base the ops
+  // (if any) continue from, as they did where the state was saved.
+  std::string_view b = st.repaint;
+  if (b.substr(0, 2) == "\x1b" "c") b.remove_prefix(2);
+  impl->Rebase(std::string(b));
+  if (!impl->ReplayOps(st.ops)) return Status::Corruption("terminal screen state has malformed ops");
   return std::unique_ptr<TerminalScreen>(new TerminalScreen(std::move(impl)));
 }
 
@@ -1203,7 +1615,7 @@ void TerminalScreen::Write(std::string_view bytes) { impl_->Write(bytes); }
 Status TerminalScreen::Resize(int cols, int rows) {
   if (Status s = CheckSize(cols, rows); !s.ok()) return s;
   if (cols == impl_->cols && rows == impl_->rows) return Status::Ok();
-  impl_->DoResize(cols, rows);
+  impl_->ResizeOp(cols, rows);
   return Status::Ok();
 }
 
@@ -1265,15 +1677,30 @@ std::string TerminalScreen::Repaint(const RepaintOptions& options) const {
   return impl_->Repaint(options);
 }
 
+RepaintStats TerminalScreen::repaint_stats() const {
+  return RepaintStats{impl_->exact_count, impl_->replayed_count, impl_->inexact_count};
+}
+
 std::string TerminalScreen::Save() const {
   StateData st;
-  st.cols = impl_->cols;
-  st.rows = impl_->rows;
-  RepaintOptions ro;
-  ro.reset = true;
-  ro.include_scrollback = false;
-  st.repaint = impl_->Repaint(ro);
-  st.scrollback.assign(impl_->scrollback.begin(), impl_->scrollback.end());
+  Impl& m = *impl_;
+  std::string checked;
+  Impl::Made made = m.Check(&checked);
+  if (made == Impl::Made::kReplayed) {
+    // The base, at its size, and what came after it.
+    ++m.replayed_count;
+    st.cols = m.base_cols;
+    st.rows = m.base_rows;
+    st.repaint = "\x1b" "c" + m.base;
+    st.ops = m.log;
+    st.scrollback = m.BaseScrollback();
+  } else {
+    ++(made == Impl::Made::kExact ? m.exact_count : m.inexact_count);
+    st.cols = m.cols;
+    st.rows = m.rows;
+    st.repaint = "\x1b" "c" + checked;
+    st.scrollback.assign(m.scrollback.begin(), m.scrollback.end());
+  }
   std::ostringstream os;
   {
     cereal::PortableBinaryOutputArchive ar(os);
