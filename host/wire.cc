@@ -163,8 +163,24 @@ json EventToJson(const EventView& e) {
 
 namespace {
 
+constexpr char kBase64Alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// Every 12-bit value as its two base64 characters: three input bytes are two
+// lookups (pty output is most of what the host sends, all of it base64).
+struct Base64Pairs {
+  char pair[4096][2];
+  constexpr Base64Pairs() : pair{} {
+    for (int v = 0; v < 4096; ++v) {
+      pair[v][0] = kBase64Alphabet[v >> 6];
+      pair[v][1] = kBase64Alphabet[v & 63];
+    }
+  }
+};
+constexpr Base64Pairs kBase64Pairs;
+
 void AppendBase64(std::string& out, std::string_view in) {
-  static const char kA[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const char* kA = kBase64Alphabet;
   size_t o = out.size();
   out.resize(o + ((in.size() + 2) / 3) * 4);
   char* d = out.data() + o;
@@ -172,10 +188,9 @@ void AppendBase64(std::string& out, std::string_view in) {
   size_t n = in.size(), i = 0;
   for (; i + 3 <= n; i += 3) {
     uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8) | p[i + 2];
-    *d++ = kA[v >> 18];
-    *d++ = kA[(v >> 12) & 63];
-    *d++ = kA[(v >> 6) & 63];
-    *d++ = kA[v & 63];
+    std::memcpy(d, kBase64Pairs.pair[v >> 12], 2);
+    std::memcpy(d + 2, kBase64Pairs.pair[v & 4095], 2);
+    d += 4;
   }
   if (n - i == 1) {
     uint32_t v = uint32_t{p[i]} << 16;

@@ -36,6 +36,15 @@ TEST_CASE("Base64 round-trips every byte value and rejects garbage") {
     CHECK(*back == s);
   }
   CHECK(Base64Encode("hi") == "aGk=");
+  // RFC 4648 §10 test vectors.
+  CHECK(Base64Encode("") == "");
+  CHECK(Base64Encode("f") == "Zg==");
+  CHECK(Base64Encode("fo") == "Zm8=");
+  CHECK(Base64Encode("foo") == "Zm9v");
+  CHECK(Base64Encode("foob") == "Zm9vYg==");
+  CHECK(Base64Encode("fooba") == "Zm9vYmE=");
+  CHECK(Base64Encode("foobar") == "Zm9vYmFy");
+  CHECK(Base64Encode(std::string("\xff\xfe\xfd\x00\x01\x02", 6)) == "//79AAEC");
   CHECK(!Base64Decode("a$b="));
   CHECK(!Base64Decode("a"));
 }
