@@ -5,9 +5,6 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
-#include <pthread.h>
-#include <sched.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -132,8 +129,6 @@ constexpr size_t kMaxIdleReaders = 8;
 // WAL pages after which the checkpointer is woken (SQLite's own default for
 // its automatic checkpoint).
 constexpr int kCheckpointPages = 1000;
-// The checkpointer thread's nice value (Linux: per thread).
-constexpr int kCheckpointerNice = 10;
 // A background checkpoint copies what was committed when it started; while
 // writers never pause (a flood), it never catches up and the WAL is never
 // restarted. Past this many pages (16 MiB), after a large group (a flood's),
@@ -528,17 +523,6 @@ int SqliteEventStore::OnWalCommit(void* self, sqlite3* /*db*/, const char* /*nam
 }
 
 void SqliteEventStore::CheckpointLoop() {
-  // Checkpoints are background work: on a busy machine they yield the CPU
-  // to the threads that commit (a keystroke's echo), and do not delay them.
-  // (Under a real-time policy inherited from the process, it drops to the
-  // normal one first.)
-  int policy = 0;
-  sched_param param{};
-  if (pthread_getschedparam(pthread_self(), &policy, &param) == 0 && policy != SCHED_OTHER) {
-    param.sched_priority = 0;
-    (void)pthread_setschedparam(pthread_self(), SCHED_OTHER, &param);
-  }
-  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), kCheckpointerNice);
   std::unique_ptr<SQLite::Database> db;
   try {
     db = std::make_unique<SQLite::Database>(options_.path, SQLite::OPEN_READWRITE | SQLite::OPEN_NOMUTEX,
