@@ -518,6 +518,20 @@ constexpr uint32_t kRegressionSeeds[] = {
 // every failing seed is reported (DISPATCH_PROPERTY_VERBOSE=1 prints the ops
 // and the first divergence of each; DISPATCH_PROPERTY_OPS=1 prints every
 // trial's ops before running it, for a crash).
+// Seeds found failing after the last fixes (outside the default range):
+// run here, allowed to fail, until fixed (then they move to the regression
+// seeds). 40231: a cell written at the snapshot's op is missing after
+// saved state + tail (26x12 resized to 15x12, DECSLRM/region, IRM, alternate
+// screens; found in seeds 40000-40999, the only one of those 1000).
+constexpr uint32_t kOpenSeeds[] = {40231};
+
+TEST_CASE("Property, seeds still failing (may fail)" * doctest::may_fail()) {
+  for (uint32_t seed : kOpenSeeds) {
+    std::string f = PropertyTrial(seed, false);
+    CHECK_MESSAGE(f.empty(), f);
+  }
+}
+
 TEST_CASE("Property: saved state + tail equals the full replay, for random streams") {
   int trials = 600;
   uint32_t base = 12345;
