@@ -329,6 +329,9 @@ class ManagerImpl final : public RunSessionManager {
   void PostLocal(std::function<void()> task);
   void InitLocalHandles();
   void DrainLocal();
+  // Runs posted tasks in order, each error reported; false once torn down
+  // (the tasks not run are dropped).
+  bool RunTasks(std::deque<std::function<void()>>& tasks);
   void TearDown();
   static void LoopThreadMain(ManagerImpl* self, std::promise<void>* ready);
 
@@ -498,13 +501,9 @@ void ManagerImpl::PostLocal(std::function<void()> task) {
   uv_idle_start(local_idle_, [](uv_idle_t*) {});
 }
 
-void ManagerImpl::DrainLocal() {
-  // What is posted while these run (the next inline commit) waits for the
-  // next iteration, after the loop has polled again.
-  std::deque<std::function<void()>> tasks;
-  tasks.swap(local_tasks_);
+bool ManagerImpl::RunTasks(std::deque<std::function<void()>>& tasks) {
   for (auto& t : tasks) {
-    if (torn_down_) return;
+    if (torn_down_) return false;  // the rest is dropped with `tasks`
     try {
       t();
     } catch (const std::exception& e) {
@@ -513,7 +512,16 @@ void ManagerImpl::DrainLocal() {
       Error("", Status::Internal("posted task threw"));
     }
   }
-  if (local_tasks_.empty() && !torn_down_) {
+  return !torn_down_;
+}
+
+void ManagerImpl::DrainLocal() {
+  // What is posted while these run (the next inline commit) waits for the
+  // next iteration, after the loop has polled again.
+  std::deque<std::function<void()>> tasks;
+  tasks.swap(local_tasks_);
+  if (!RunTasks(tasks)) return;
+  if (local_tasks_.empty()) {
     uv_check_stop(local_check_);
     uv_idle_stop(local_idle_);
   }
@@ -527,16 +535,7 @@ void ManagerImpl::DrainMailbox() {
       tasks.swap(mailbox_->tasks);
     }
     if (tasks.empty()) return;
-    for (auto& t : tasks) {
-      if (torn_down_) return;  // the rest is dropped with `tasks`
-      try {
-        t();
-      } catch (const std::exception& e) {
-        Error("", Status::Internal(fmt::format("posted task threw: {}", e.what())));
-      } catch (...) {
-        Error("", Status::Internal("posted task threw"));
-      }
-    }
+    if (!RunTasks(tasks)) return;
   }
 }
 
@@ -820,25 +819,21 @@ void ManagerImpl::Submit(const std::shared_ptr<Session>& s, bool now) {
   store_->AppendAsync(
       s->spec_.run_id, std::move(batch), append_opts,
       [weak_box, s, loop_tid](Result<AppendResult> r) {
+        // Runs on the loop thread, where the manager is alive.
+        std::function<void()> task = [s, r = std::move(r)]() mutable {
+          std::vector<NewEvent> b = std::move(s->batch);
+          s->batch.clear();
+          s->mgr->OnCommitted(s, std::move(b), std::move(r));
+        };
         if (std::this_thread::get_id() == loop_tid) {  // committed inline, inside Submit
-          ManagerImpl* mgr = s->mgr;
-          mgr->PostLocal([mgr, s, r = std::move(r)]() mutable {
-            std::vector<NewEvent> b = std::move(s->batch);
-            s->batch.clear();
-            mgr->OnCommitted(s, std::move(b), std::move(r));
-          });
+          s->mgr->PostLocal(std::move(task));
           return;
         }
         auto box = weak_box.lock();
         if (!box) return;
         std::lock_guard<std::mutex> l(box->mu);
         if (box->async == nullptr) return;
-        ManagerImpl* mgr = s->mgr;
-        box->tasks.push_back([mgr, s, r = std::move(r)]() mutable {
-          std::vector<NewEvent> b = std::move(s->batch);
-          s->batch.clear();
-          mgr->OnCommitted(s, std::move(b), std::move(r));
-        });
+        box->tasks.push_back(std::move(task));
         uv_async_send(box->async);
       });
 }

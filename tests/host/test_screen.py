@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from host_fixture import Host
-from test_ws import Client, assert_contiguous, metric, run
+from test_ws import Client, assert_contiguous, metric, run, stored_output_tail
 
 dispatch = pytest.importorskip("dispatch")
 
@@ -76,18 +76,12 @@ async def wait_output_http(h, run_id, needle, timeout=60):
     event follows it; returns the last seq."""
     end = time.time() + timeout
     while time.time() < end:
-        _, s, _ = h.request("GET", f"/api/sessions/{run_id}")
-        last = s["lastSeq"]
-        if last > 0:
-            _, hist, _ = h.request(
-                "GET", f"/api/sessions/{run_id}/history?afterSeq={max(0, last - 4)}")
-            out = b"".join(base64.b64decode(e["payload"]) for e in hist["events"]
-                           if e["channel"] == "pty:stdout")
-            if needle in out:
-                await asyncio.sleep(0.3)
-                _, again, _ = h.request("GET", f"/api/sessions/{run_id}")
-                if again["lastSeq"] == last:
-                    return last
+        last, out = stored_output_tail(h, run_id)
+        if needle in out:
+            await asyncio.sleep(0.3)
+            _, again, _ = h.request("GET", f"/api/sessions/{run_id}")
+            if again["lastSeq"] == last:
+                return last
         await asyncio.sleep(0.1)
     raise AssertionError(f"{needle!r} not in the stored output")
 
@@ -298,11 +292,7 @@ def test_client_that_stops_reading_while_catching_up_during_a_flood(policy):
             end = time.time() + 120
             while time.time() < end:
                 peak = max(peak, metric(h, "dispatch_ws_queued_bytes"))
-                status, s, _ = h.request("GET", f"/api/sessions/{run_id}")
-                status, hist, _ = h.request(
-                    "GET", f"/api/sessions/{run_id}/history?afterSeq={max(s['lastSeq'] - 5, 0)}")
-                out = b"".join(payload_bytes(e) for e in hist["events"]
-                               if e["channel"] == "pty:stdout")
+                _, out = stored_output_tail(h, run_id)
                 if b"end-42" in out:
                     break
                 await asyncio.sleep(0.2)

@@ -382,6 +382,17 @@ def test_attach_beyond_end_and_unknown_run_are_errors(host):
     run(go())
 
 
+def stored_output_tail(h, run_id, events=5):
+    """The run's last seq and the pty output of its last `events` stored events."""
+    _, s, _ = h.request("GET", f"/api/sessions/{run_id}")
+    last = s["lastSeq"]
+    _, hist, _ = h.request(
+        "GET", f"/api/sessions/{run_id}/history?afterSeq={max(last - events, 0)}")
+    out = b"".join(base64.b64decode(e["payload"]) for e in hist["events"]
+                   if e["channel"] == "pty:stdout")
+    return last, out
+
+
 def metric(h, name):
     status, text, _ = h.request("GET", "/metrics")
     for line in text.splitlines():
@@ -433,11 +444,7 @@ def test_slow_client_is_bounded(policy):
             # Not reading: wait until the session has written everything.
             end = time.time() + 120
             while time.time() < end:
-                status, s, _ = h.request("GET", f"/api/sessions/{run_id}")
-                status, hist, _ = h.request(
-                    "GET", f"/api/sessions/{run_id}/history?afterSeq={max(s['lastSeq'] - 5, 0)}")
-                out = b"".join(base64.b64decode(e["payload"]) for e in hist["events"]
-                               if e["channel"] == "pty:stdout")
+                _, out = stored_output_tail(h, run_id)
                 if b"end-42" in out:
                     break
                 await asyncio.sleep(0.2)
