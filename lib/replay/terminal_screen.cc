@@ -787,6 +787,15 @@ struct TerminalScreen::Impl {
     }
   }
 
+  // libvterm's cursor-positioning CSIs (CUU CUD CUF CUB CNL CPL CHA CUP
+  // HPA HPR VPA VPR HVP HPB VPB) clear its phantom flag even when the
+  // cursor does not move (CUP to where it is, CUF at the margin); other
+  // sequences clear it only by moving the cursor.
+  static bool ClearsPhantom(const VtSegment& s) {
+    return s.kind == VtSegment::Kind::kCsi && s.leader.empty() && s.intermed.empty() &&
+           std::strchr("ABCDEFGH`adefjk", s.final) != nullptr && s.final != 0;
+  }
+
   void Feed(const VtSegment& s) {
     // Only SM/RM change the cached modes (and RIS, below); any other CSI,
     // even one libvterm does not know (which leaves the cursor where it
@@ -815,7 +824,8 @@ struct TerminalScreen::Impl {
         vterm_screen_get_cell(screen, combine.pos, &cc);
         std::copy(std::begin(cc.chars), std::end(cc.chars), std::begin(combine.chars));
         // libvterm sets its phantom flag when a glyph ends at the margin
-        // with autowrap on, and clears it only when the cursor moves.
+        // with autowrap on, and clears it when the cursor moves (or a
+        // cursor-positioning CSI runs: ClearsPhantom).
         phantom = autowrap && last_damage.end_col >= cols && after.row == glyph.pos.row &&
                   after.col == glyph.pos.col;
       } else if (moved) {
@@ -823,7 +833,7 @@ struct TerminalScreen::Impl {
       }
     } else {
       if (damage_count > 0 || moved) glyph.valid = false;
-      if (moved) phantom = false;
+      if (moved || ClearsPhantom(s)) phantom = false;
     }
     After(s);
   }
