@@ -338,6 +338,30 @@ void AppendRow(std::string* out, const VTermScreenCell* cells, int n, std::optio
   }
 }
 
+// A fresh terminal's pen: default colours, no attributes.
+Pen DefaultPen() {
+  Pen p;
+  p.fg.type = VTERM_COLOR_DEFAULT_FG;
+  p.bg.type = VTERM_COLOR_DEFAULT_BG;
+  return p;
+}
+
+// Repaint output that tracks the receiving terminal's pen (a fresh
+// terminal's at first; nullopt when unknown), so SGR is written only when
+// the pen changes.
+struct PaintOut {
+  std::string& out;
+  std::optional<Pen> pen = DefaultPen();
+
+  void Cup(int r, int c) { fmt::format_to(std::back_inserter(out), "\x1b[{};{}H", r + 1, c + 1); }
+  void SetPen(const Pen& p) {
+    if (!pen || !SamePen(*pen, p)) {
+      AppendSgr(&out, p);
+      pen = p;
+    }
+  }
+};
+
 ScreenCell ToPublicCell(const VTermScreenCell& c) {
   ScreenCell out;
   if (c.chars[0] == kWideTail) {
@@ -1275,17 +1299,8 @@ struct TerminalScreen::Impl {
     size_t lines = static_cast<size_t>(std::distance(first, last));
     if (lines == 0) return;
     std::string& out = *outp;
-    Pen def;
-    def.fg.type = VTERM_COLOR_DEFAULT_FG;
-    def.bg.type = VTERM_COLOR_DEFAULT_BG;
-    std::optional<Pen> pen = def;
-    auto cup = [&](int r, int c) { fmt::format_to(std::back_inserter(out), "\x1b[{};{}H", r + 1, c + 1); };
-    auto set_pen = [&](const Pen& p) {
-      if (!pen || !SamePen(*pen, p)) {
-        AppendSgr(&out, p);
-        pen = p;
-      }
-    };
+    const Pen def = DefaultPen();
+    PaintOut w{out};
     {
       out.append("\x1b[H");
       for (It it = first; it != last; ++it) {
@@ -1294,11 +1309,11 @@ struct TerminalScreen::Impl {
         int n = std::min(width, cols);
         // A wide glyph cut at the right edge would wrap: drop it.
         if (n > 0 && n < width && cells[static_cast<size_t>(n) - 1].width == 2) --n;
-        AppendRow(&out, cells.data(), n, &pen);
-        set_pen(def);
+        AppendRow(&out, cells.data(), n, &w.pen);
+        w.SetPen(def);
         out.append("\r\n");
       }
-      cup(rows - 1, 0);
+      w.Cup(rows - 1, 0);
       size_t lfs = std::min(lines, static_cast<size_t>(rows - 1));
       out.append(lfs, '\n');
       out.append("\x1b[H");
@@ -1310,17 +1325,8 @@ struct TerminalScreen::Impl {
   std::string Body() {
     std::string out;
     out.reserve(static_cast<size_t>(rows) * cols);
-    Pen def;
-    def.fg.type = VTERM_COLOR_DEFAULT_FG;
-    def.bg.type = VTERM_COLOR_DEFAULT_BG;
-    std::optional<Pen> pen = def;
-    auto cup = [&](int r, int c) { fmt::format_to(std::back_inserter(out), "\x1b[{};{}H", r + 1, c + 1); };
-    auto set_pen = [&](const Pen& p) {
-      if (!pen || !SamePen(*pen, p)) {
-        AppendSgr(&out, p);
-        pen = p;
-      }
-    };
+    const Pen def = DefaultPen();
+    PaintOut w{out};
     // The receiving terminal's cursor style as the repaint goes.
     bool term_visible = true, term_blink = true;
     int term_shape = VTERM_PROP_CURSORSHAPE_BLOCK;
@@ -1332,7 +1338,7 @@ struct TerminalScreen::Impl {
       out.append("\x1b" "8");
       term_visible = term_blink = false;
       term_shape = 0;
-      pen = std::nullopt;
+      w.pen = std::nullopt;
     }
     // Sets the terminal's cursor style (shape 0 cannot be set: left as is,
     // the check in Repaint sees it).
@@ -1358,8 +1364,8 @@ struct TerminalScreen::Impl {
         int last = cols - 1;
         while (last >= 0 && IsBlankDefault(row[static_cast<size_t>(last)])) --last;
         if (last < 0) continue;
-        cup(r, 0);
-        AppendRow(&out, row.data(), cols, &pen);
+        w.Cup(r, 0);
+        AppendRow(&out, row.data(), cols, &w.pen);
       }
     };
     if (alt && !primary.empty()) {
@@ -1369,14 +1375,14 @@ struct TerminalScreen::Impl {
         int last = n - 1;
         while (last >= 0 && IsBlankDefault(cells[last])) --last;
         if (last < 0) continue;
-        cup(r, 0);
-        AppendRow(&out, cells, n, &pen);
+        w.Cup(r, 0);
+        AppendRow(&out, cells, n, &w.pen);
       }
-      set_pen(def);
+      w.SetPen(def);
       out.append("\x1b[?1047h");
       paint_current();
     } else if (alt) {
-      set_pen(def);
+      w.SetPen(def);
       out.append("\x1b[?1047h");
       paint_current();
     } else {
@@ -1385,8 +1391,8 @@ struct TerminalScreen::Impl {
 
     // The saved cursor (DECSC), with its pen and cursor style.
     if (saved.valid) {
-      cup(saved.pos.row, saved.pos.col);
-      set_pen(saved.pen);
+      w.Cup(saved.pos.row, saved.pos.col);
+      w.SetPen(saved.pen);
       cursor_style(saved.visible, saved.blink, saved.shape);
       out.append("\x1b" "7");
     }
@@ -1418,12 +1424,12 @@ struct TerminalScreen::Impl {
         }
       };
       if (same) {
-        cup(combine.pos.row, combine.pos.col);
-        set_pen(PenOf(cc));
+        w.Cup(combine.pos.row, combine.pos.col);
+        w.SetPen(PenOf(cc));
         put();
       } else if (!alt) {
         out.append("\x1b[?1047h");
-        cup(combine.pos.row, combine.pos.col);
+        w.Cup(combine.pos.row, combine.pos.col);
         put();
         out.append("\x1b[?1047l");
       }
@@ -1436,7 +1442,7 @@ struct TerminalScreen::Impl {
       out.append("\x1b[3g");
       for (int i = 0; i < cols; ++i) {
         if (tabs[static_cast<size_t>(i)]) {
-          cup(0, i);
+          w.Cup(0, i);
           out.append("\x1bH");
         }
       }
@@ -1497,18 +1503,18 @@ struct TerminalScreen::Impl {
                 saved.shape == cursor_shape;
     // (Clamped: CUP cannot express a row outside the region in origin mode.)
     bool clamped = !walk && origin && (tr < 0 || tr > bottom - top);
-    if (!walk) cup(origin ? std::clamp(tr, 0, bottom - top) : tr, tc);
+    if (!walk) w.Cup(origin ? std::clamp(tr, 0, bottom - top) : tr, tc);
     if (clamped || walk) {
       // Not where the cursor is (or not there yet): print nothing now.
     } else if (phantom) {
       // (Not a glyph with combining marks: they would come after the wrap.)
       if (ccell.chars[0] != 0 && ccell.chars[0] != kWideTail && ccell.chars[1] == 0 &&
           GlyphWidth(ccell.chars[0]) >= 1 && cur.col + GlyphWidth(ccell.chars[0]) >= cols) {
-        set_pen(PenOf(ccell));
+        w.SetPen(PenOf(ccell));
         AppendCellChars(&out, ccell);
       } else if (ccell.chars[0] == 0) {
         out.push_back('x');  // sets the phantom column; then erase the cell
-        set_pen(PenOf(ccell));
+        w.SetPen(PenOf(ccell));
         out.append("\x1b[X");
       }
     }
@@ -1524,7 +1530,7 @@ struct TerminalScreen::Impl {
     if (gl == 1) out.push_back('\x0e');
     if (gl == 2) out.append("\x1bn");
     if (gl == 3) out.append("\x1bo");
-    set_pen(now_pen);
+    w.SetPen(now_pen);
     if (walk) {
       out.append("\x1b" "8");
       for (int r = saved.pos.row; r < target.row; ++r) out.append("\x1b" "D");
