@@ -2,7 +2,8 @@
 //   {"metric": NAME, "value": V, "unit": U}
 // with bare-pty baselines measured in the same run. Not part of ctest.
 //
-//   build/tests/bench/runtime_bench [--quick] [--dir DIR] [--bytes N]
+//   build/tests/bench/runtime_bench [--quick] [--dir DIR] [--bytes N] [--rounds N]
+//                                   [--echo-only | --throughput-only]
 //
 // pty_throughput_mbps: N bytes (default 200 MB) of `head -c N /dev/zero` on a
 //   pty session, from CreateSession until the `closed` event is committed —
@@ -257,7 +258,8 @@ struct Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, echo_only = false;
+  bool quick = false, echo_only = false, throughput_only = false;
+  int rounds_arg = 0;
   int64_t bytes = 200'000'000;
   std::string dir;
   for (int i = 1; i < argc; ++i) {
@@ -267,6 +269,10 @@ int main(int argc, char** argv) {
       bytes = 50'000'000;
     } else if (a == "--echo-only") {
       echo_only = true;
+    } else if (a == "--throughput-only") {
+      throughput_only = true;
+    } else if (a == "--rounds" && i + 1 < argc) {
+      rounds_arg = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--dir" && i + 1 < argc) {
       dir = argv[++i];
     } else if (a == "--bytes" && i + 1 < argc) {
@@ -285,7 +291,7 @@ int main(int argc, char** argv) {
     // (and the median of the per-round ratios).
     std::vector<double> bares, sessions, ratios;
     double bare_cpu = 1e9, session_cpu = 1e9;
-    int rounds = echo_only ? 0 : quick ? 1 : 3;
+    int rounds = echo_only ? 0 : rounds_arg > 0 ? rounds_arg : quick ? 1 : 3;
     for (int r = 0; r < rounds; ++r) {
       double c0 = CpuSeconds();
       bares.push_back(BarePtyMbps(bytes));
@@ -297,20 +303,25 @@ int main(int argc, char** argv) {
       session_cpu = std::min(session_cpu, c2 - c1);
     }
     if (!echo_only) {
-    double bare = Percentile(bares, 0.5), session = Percentile(sessions, 0.5);
-    std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, median of " +
-                       std::to_string(rounds);
-    Emit("baseline_bare_pty_mbps", bare, "MB/s", note);
-    Emit("pty_throughput_mbps", session, "MB/s", note + ", every byte committed");
-    Emit("pty_throughput_ratio", Percentile(ratios, 0.5), "x", "median of per-round ratios");
-    // Load-independent view: CPU of this process (reader; + loop, writer and
-    // compression for the session) per MB, excluding the child's.
-    double mb = static_cast<double>(bytes) / 1e6;
-    Emit("baseline_bare_pty_cpu_ms_per_mb", bare_cpu * 1000 / mb, "ms/MB");
-    Emit("pty_session_cpu_ms_per_mb", session_cpu * 1000 / mb, "ms/MB");
+      double bare = Percentile(bares, 0.5), session = Percentile(sessions, 0.5);
+      std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, median of " +
+                         std::to_string(rounds);
+      Emit("baseline_bare_pty_mbps", bare, "MB/s", note);
+      Emit("pty_throughput_mbps", session, "MB/s", note + ", every byte committed");
+      Emit("pty_throughput_ratio", Percentile(ratios, 0.5), "x", "median of per-round ratios");
+      // Load-independent view: CPU of this process (reader; + loop, writer and
+      // compression for the session) per MB, excluding the child's.
+      double mb = static_cast<double>(bytes) / 1e6;
+      Emit("baseline_bare_pty_cpu_ms_per_mb", bare_cpu * 1000 / mb, "ms/MB");
+      Emit("pty_session_cpu_ms_per_mb", session_cpu * 1000 / mb, "ms/MB");
+      if (rounds > 1) {
+        std::string all;
+        for (double x : ratios) all += (all.empty() ? "" : " ") + std::to_string(x).substr(0, 4);
+        std::fprintf(stderr, "# per-round ratios: %s\n", all.c_str());
+      }
     }
 
-    int samples = quick ? 200 : 1000;
+    int samples = throughput_only ? 0 : quick ? 200 : 1000;
     // Bare and session keystrokes alternate in rounds of 50, so that the
     // machine's noise (other processes on 2 cores) hits both alike.
     std::vector<double> bare_echo, echo;
@@ -327,20 +338,22 @@ int main(int argc, char** argv) {
       commit_us_total += s1.commit_latency_us_total - s0.commit_latency_us_total;
     }
     double commits = static_cast<double>(commit_count);
-    Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.50), "us");
-    Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us",
-         std::to_string(bare_echo.size()) + " keystrokes, bash readline");
-    Emit("echo_latency_p50_us", Percentile(echo, 0.50), "us");
-    if (commits > 0) {
-      Emit("echo_store_commit_avg_us",
-           static_cast<double>(commit_us_total) / commits,
-           "us", "the store's own commit latency (StoreStats) during the echo test");
+    if (samples > 0) {
+      Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.50), "us");
+      Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us",
+           std::to_string(bare_echo.size()) + " keystrokes, bash readline");
+      Emit("echo_latency_p50_us", Percentile(echo, 0.50), "us");
+      if (commits > 0) {
+        Emit("echo_store_commit_avg_us",
+             static_cast<double>(commit_us_total) / commits,
+             "us", "the store's own commit latency (StoreStats) during the echo test");
     }
     Emit("echo_commit_part_p50_us", Percentile(b.commit_us, 0.50), "us",
          "of the echo latency: from the adapter reading the echo to its delivery after commit");
     Emit("echo_latency_p99_us", Percentile(echo, 0.99), "us",
          std::to_string(echo.size()) + " keystrokes, input to committed echo");
     Emit("echo_commit_part_p99_us", Percentile(b.commit_us, 0.99), "us");
+    }
     if (std::getenv("DISPATCH_BENCH_VERBOSE")) {
       for (size_t i = 0; i < echo.size(); ++i) {
         if (echo[i] > 500) {
