@@ -12,8 +12,6 @@ constexpr json::error_handler_t kReplace = json::error_handler_t::replace;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, kReplace); }
 
-void AppendBase64(std::string& out, std::string_view in);
-
 // Rejects documents nested deeper than `max_depth` before nlohmann's
 // recursive parser sees them (a megabyte of '[' would exhaust the stack).
 bool NestingWithin(std::string_view text, int max_depth) {
@@ -61,74 +59,6 @@ Status FillMessage(InMessage& m, const json& name, const json* data) {
 
 }  // namespace
 
-std::string Base64Encode(std::string_view in) {
-  std::string out;
-  AppendBase64(out, in);
-  return out;
-}
-
-std::optional<std::string> Base64Decode(std::string_view in) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-  };
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  if (in.size() % 4 == 1) return std::nullopt;
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = val(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    auto b = static_cast<unsigned char>(s[i]);
-    if (b < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if (b >= 0xC2 && b <= 0xDF) {
-      len = 2, cp = b & 0x1F;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      len = 3, cp = b & 0x0F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      len = 4, cp = b & 0x07;
-    } else {
-      return false;  // continuation byte, C0/C1 (overlong) or F5..FF
-    }
-    if (n - i < len) return false;
-    for (size_t k = 1; k < len; ++k) {
-      auto c = static_cast<unsigned char>(s[i + k]);
-      if ((c & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (c & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += len;
-  }
-  return true;
-}
-
 json EventToJson(const EventView& e) {
   json j = json::object();
   j["runId"] = std::string(e.run_id);
@@ -161,53 +91,6 @@ json EventToJson(const EventView& e) {
   return j;
 }
 
-namespace {
-
-constexpr char kBase64Alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-// Every 12-bit value as its two base64 characters: three input bytes are two
-// lookups (pty output is most of what the host sends, all of it base64).
-struct Base64Pairs {
-  char pair[4096][2];
-  constexpr Base64Pairs() : pair{} {
-    for (int v = 0; v < 4096; ++v) {
-      pair[v][0] = kBase64Alphabet[v >> 6];
-      pair[v][1] = kBase64Alphabet[v & 63];
-    }
-  }
-};
-constexpr Base64Pairs kBase64Pairs;
-
-void AppendBase64(std::string& out, std::string_view in) {
-  const char* kA = kBase64Alphabet;
-  size_t o = out.size();
-  out.resize(o + ((in.size() + 2) / 3) * 4);
-  char* d = out.data() + o;
-  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
-  size_t n = in.size(), i = 0;
-  for (; i + 3 <= n; i += 3) {
-    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8) | p[i + 2];
-    std::memcpy(d, kBase64Pairs.pair[v >> 12], 2);
-    std::memcpy(d + 2, kBase64Pairs.pair[v & 4095], 2);
-    d += 4;
-  }
-  if (n - i == 1) {
-    uint32_t v = uint32_t{p[i]} << 16;
-    *d++ = kA[v >> 18];
-    *d++ = kA[(v >> 12) & 63];
-    *d++ = '=';
-    *d++ = '=';
-  } else if (n - i == 2) {
-    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8);
-    *d++ = kA[v >> 18];
-    *d++ = kA[(v >> 12) & 63];
-    *d++ = kA[(v >> 6) & 63];
-    *d++ = '=';
-  }
-}
-
-}  // namespace
 
 std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e) {
   auto w = std::make_shared<WireEvent>();
@@ -231,7 +114,7 @@ std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e) {
     o += Dump(json(std::string(e.id)));
   }
   o += ",\"payload\":\"";
-  AppendBase64(o, e.payload);
+  internal::AppendBase64(&o, e.payload);
   o += "\",\"runId\":";
   o += Dump(json(std::string(e.run_id)));
   o += ",\"seq\":";

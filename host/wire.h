@@ -21,16 +21,17 @@
 
 #include "dispatch/event.h"
 #include "dispatch/status.h"
+#include "util/text_codec.h"
 
 namespace dispatch::host {
 
-std::string Base64Encode(std::string_view bytes);
+using internal::Base64Encode;
+using internal::IsValidUtf8;
 // Standard alphabet, padding optional; url-safe characters also accepted.
 // nullopt on any other character.
-std::optional<std::string> Base64Decode(std::string_view text);
-// True if `bytes` is well-formed UTF-8 (no overlongs, surrogates or code
-// points above U+10FFFF), so it can travel as a JSON string unchanged.
-bool IsValidUtf8(std::string_view bytes);
+inline std::optional<std::string> Base64Decode(std::string_view text) {
+  return internal::Base64Decode(text, /*url_safe_too=*/true);
+}
 
 // The JSON value of an event on the wire: {runId, seq, channel, type,
 // payload, encoding, timestamp (ms), id?}. `bytes` payloads are base64,

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
-#include "replay/text_codec.h"
+#include "util/text_codec.h"
 
 namespace dispatch {
 namespace {

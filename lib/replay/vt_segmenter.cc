@@ -4,7 +4,7 @@
 // the unit), CAN/SUB abort, ESC restarts, BEL or ESC \ end a string.
 #include "replay/vt_segmenter.h"
 
-#include "replay/text_codec.h"
+#include "util/text_codec.h"
 
 namespace dispatch::internal {
 
