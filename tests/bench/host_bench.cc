@@ -46,29 +46,14 @@
 
 #include <nlohmann/json.hpp>
 
-using Clock = std::chrono::steady_clock;
+#include "bench_util.h"
+
+using namespace bench;
 using nlohmann::json;
 
 namespace {
 
 const char* kKey = "bench-key-0123456789abcdef";
-
-void Emit(const char* metric, double value, const char* unit, const std::string& note = "") {
-  json j = {{"metric", metric}, {"value", std::round(value * 100) / 100}, {"unit", unit}};
-  if (!note.empty()) j["note"] = note;
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
-}
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-double Micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return -1;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size()));
-  return v[std::min(i, v.size() - 1)];
-}
 
 [[noreturn]] void Die(const std::string& why) {
   std::fprintf(stderr, "host_bench: %s\n", why.c_str());
@@ -311,74 +296,8 @@ void Attach(Ws& ws, const std::string& run, int64_t after = 0) {
   ws.Send({{"event", "run:attach"}, {"data", {{"runId", run}, {"afterSeq", after}}}, {"id", 2}});
 }
 
-// ------------------------------------------------------------------ baselines
-
-pid_t Spawn(int* master, const char* prog, std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  struct winsize wsz = {24, 80, 0, 0};
-  pid_t pid = forkpty(master, nullptr, nullptr, &wsz);
-  if (pid == 0) {
-    execv(prog, argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-double BarePtyMbps(int64_t bytes) {
-  int master = -1;
-  auto t0 = Clock::now();
-  pid_t pid = Spawn(&master, "/usr/bin/head", {"head", "-c", std::to_string(bytes), "/dev/zero"});
-  std::vector<char> buf(256 * 1024);
-  int64_t got = 0;
-  for (;;) {
-    ssize_t n = read(master, buf.data(), buf.size());
-    if (n > 0) {
-      got += n;
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    break;
-  }
-  double s = Seconds(Clock::now() - t0);
-  close(master);
-  int st;
-  waitpid(pid, &st, 0);
-  return static_cast<double>(got) / 1e6 / s;
-}
-
-std::vector<double> BareEchoUs(int samples) {
-  int master = -1;
-  pid_t pid = Spawn(&master, "/bin/bash", {"bash", "--norc", "--noprofile", "-i"});
-  std::vector<double> out;
-  char buf[4096];
-  auto drain = [&](int timeout_ms) {
-    pollfd p = {master, POLLIN, 0};
-    while (poll(&p, 1, timeout_ms) > 0) {
-      if (read(master, buf, sizeof buf) <= 0) return;
-      timeout_ms = 20;
-    }
-  };
-  drain(300);
-  for (int i = 0; i < samples; ++i) {
-    const char* key = (i % 2 == 0) ? "x" : "\x7f";
-    auto t0 = Clock::now();
-    if (write(master, key, 1) != 1) break;
-    pollfd p = {master, POLLIN, 0};
-    if (poll(&p, 1, 2000) <= 0) break;
-    if (read(master, buf, sizeof buf) <= 0) break;
-    out.push_back(Micros(Clock::now() - t0));
-    drain(2);
-  }
-  kill(pid, SIGKILL);
-  int st;
-  waitpid(pid, &st, 0);
-  close(master);
-  return out;
-}
-
 // ------------------------------------------------------------------ host benchmarks
+// (The bare-pty baselines are in bench_util.h.)
 
 std::vector<double> WsEchoUs(int port, int samples) {
   std::string run = CreateSession(

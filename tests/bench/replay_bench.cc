@@ -23,50 +23,16 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "dispatch/event_store.h"
 #include "dispatch/projection.h"
 #include "dispatch/replay.h"
 #include "dispatch/screen.h"
 
 using namespace dispatch;
-using Clock = std::chrono::steady_clock;
+using namespace bench;
 
 namespace {
-
-void Emit(const std::string& metric, double value, const char* unit, const std::string& note = {}) {
-  if (note.empty()) {
-    std::printf("{\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\"}\n", metric.c_str(), value,
-                unit);
-  } else {
-    std::printf("{\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\", \"note\": \"%s\"}\n",
-                metric.c_str(), value, unit, note.c_str());
-  }
-  std::fflush(stdout);
-}
-
-double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-std::string RecordTerminalOutput(size_t want) {
-  std::string out;
-  FILE* p = popen("ls -lR --color=always /usr 2>/dev/null", "r");
-  if (p) {
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0 && out.size() < want) out.append(buf, n);
-    pclose(p);
-  }
-  if (out.empty()) out = "\x1b[01;34mdir\x1b[0m -rw-r--r-- 1 root root 1234 Jan  1 00:00 fallback\r\n";
-  std::string base = out;
-  while (out.size() < want) out += base;
-  out.resize(want);
-  return out;
-}
-
-double ThreadCpuMs() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
-}
 
 // The median CPU time of the calling thread in the last MedianMs (the work
 // itself, apart from waiting for a core on a busy machine).
@@ -148,7 +114,7 @@ int main(int argc, char** argv) {
   if (!opened.ok()) Die(opened.status(), "open");
   EventStore& store = **opened;
   ReplayEngine engine(&store);
-  std::string text = RecordTerminalOutput(8 << 20);
+  std::string text = RecordTerminalOutput(8 << 20, true);
 
   if (profile < 0) {  // --profile-projection N: N status rebuilds of a 100K run (for perf)
     Fill(store, "profile", 100000, text);

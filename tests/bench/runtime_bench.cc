@@ -37,110 +37,15 @@
 
 #include "dispatch/event_store.h"
 #include "dispatch/session_manager.h"
+#include "bench_util.h"
 
 using namespace dispatch;
-using Clock = std::chrono::steady_clock;
+using namespace bench;
 
 namespace {
 
-void Emit(const char* metric, double value, const char* unit, const std::string& note = {}) {
-  if (note.empty()) {
-    std::printf("{\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\"}\n", metric, value, unit);
-  } else {
-    std::printf("{\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\", \"note\": \"%s\"}\n",
-                metric, value, unit, note.c_str());
-  }
-  std::fflush(stdout);
-}
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// CPU seconds (user + system) used by this process so far, all threads.
-double CpuSeconds() {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-pid_t Spawn(int* master, const char* prog, std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  struct winsize ws = {24, 80, 0, 0};
-  pid_t pid = forkpty(master, nullptr, nullptr, &ws);
-  if (pid == 0) {
-    execv(prog, argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-// A plain reader draining a bare pty running `head -c bytes /dev/zero`.
-double BarePtyMbps(int64_t bytes) {
-  int master = -1;
-  auto t0 = Clock::now();
-  pid_t pid = Spawn(&master, "/usr/bin/head",
-                    {"head", "-c", std::to_string(bytes), "/dev/zero"});
-  std::vector<char> buf(256 * 1024);
-  int64_t got = 0;
-  for (;;) {
-    ssize_t n = read(master, buf.data(), buf.size());
-    if (n > 0) {
-      got += n;
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    break;  // EIO: the child closed the terminal
-  }
-  auto t1 = Clock::now();
-  close(master);
-  int st;
-  waitpid(pid, &st, 0);
-  if (got != bytes) std::fprintf(stderr, "bare pty: read %lld of %lld bytes\n",
-                                 static_cast<long long>(got), static_cast<long long>(bytes));
-  return static_cast<double>(got) / 1e6 / Seconds(t1 - t0);
-}
-
-// Keystroke → echo on a bare pty running an interactive bash.
+// Keystrokes are measured in rounds of this many, bare and session alternating.
 constexpr int kEchoRound = 50;
-
-std::vector<double> BareEchoUs(int samples) {
-  int master = -1;
-  pid_t pid = Spawn(&master, "/bin/bash", {"bash", "--norc", "--noprofile", "-i"});
-  std::vector<double> out;
-  char buf[4096];
-  auto drain = [&](int timeout_ms) {
-    struct pollfd p = {master, POLLIN, 0};
-    while (poll(&p, 1, timeout_ms) > 0) {
-      if (read(master, buf, sizeof buf) <= 0) return;
-      timeout_ms = 20;
-    }
-  };
-  drain(300);
-  for (int i = 0; i < samples; ++i) {
-    const char* key = (i % 2 == 0) ? "x" : "\x7f";
-    auto t0 = Clock::now();
-    if (write(master, key, 1) != 1) break;
-    struct pollfd p = {master, POLLIN, 0};
-    if (poll(&p, 1, 2000) <= 0) break;
-    if (read(master, buf, sizeof buf) <= 0) break;
-    out.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-    drain(2);
-  }
-  kill(pid, SIGKILL);
-  int st;
-  waitpid(pid, &st, 0);
-  close(master);
-  return out;
-}
 
 struct Bench {
   std::unique_ptr<EventStore> store;

@@ -23,40 +23,13 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "dispatch/event_store.h"
 
 using namespace dispatch;
-using Clock = std::chrono::steady_clock;
+using namespace bench;
 
 namespace {
-
-void Emit(const char* metric, double value, const char* unit, const std::string& note = {}) {
-  if (note.empty()) {
-    std::printf("{\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\"}\n", metric, value, unit);
-  } else {
-    std::printf("{\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\", \"note\": \"%s\"}\n", metric,
-                value, unit, note.c_str());
-  }
-  std::fflush(stdout);
-}
-
-double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-std::string RecordTerminalOutput(size_t want) {
-  std::string out;
-  FILE* p = popen("ls -lR /usr 2>/dev/null", "r");
-  if (p) {
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    pclose(p);
-  }
-  if (out.empty()) out = "-rw-r--r-- 1 root root 1234 Jan  1 00:00 fallback\n";
-  std::string base = out;
-  while (out.size() < want) out += base;
-  out.resize(want);
-  return out;
-}
 
 std::vector<NewEvent> Chunks(const std::string& text, size_t count, size_t size) {
   std::vector<NewEvent> v;
@@ -247,14 +220,14 @@ int main(int argc, char** argv) {
     dir = mkdtemp(tmpl);
   }
   if (latency_only) {  // for profiling the append path alone
-    std::vector<NewEvent> pool = Chunks(RecordTerminalOutput(100 * 1000 + 4096), 1000, 100);
+    std::vector<NewEvent> pool = Chunks(RecordTerminalOutput(100 * 1000 + 4096, false), 1000, 100);
     AppendLatency(dir, pool, quick ? 1000 : 3000);
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
     return 0;
   }
   const size_t big = quick ? 200000 : 1000000;
-  std::string text = RecordTerminalOutput(big * 100 + 4096);
+  std::string text = RecordTerminalOutput(big * 100 + 4096, false);
   std::vector<NewEvent> events = Chunks(text, big, 100);
   std::vector<NewEvent> first100k(events.begin(), events.begin() + 100000);
 
