@@ -488,6 +488,11 @@ HttpResponse Server::MetricsText() {
     line(std::string("# HELP ") + name + " " + help);
     line(std::string("# TYPE ") + name + " " + type);
   };
+  // A metric with one unlabelled sample.
+  auto single = [&](const char* name, const char* type, const char* help, auto value) {
+    metric(name, type, help);
+    line(fmt::format("{} {}", name, value));
+  };
   // Sessions by kind and state, from the catalog.
   metric("dispatch_sessions", "gauge", "Sessions by kind and state.");
   std::map<std::pair<std::string, std::string>, int64_t> counts;
@@ -498,23 +503,20 @@ HttpResponse Server::MetricsText() {
   for (const auto& [k, n] : counts)
     line(fmt::format("dispatch_sessions{{kind=\"{}\",state=\"{}\"}} {}", k.first, k.second, n));
   ManagerStats ms = manager_ ? manager_->Stats() : ManagerStats{};
-  metric("dispatch_live_sessions", "gauge", "Sessions running in this host.");
-  line(fmt::format("dispatch_live_sessions {}", ms.live_sessions));
-  metric("dispatch_session_pending_bytes", "gauge", "Session output not yet committed and delivered.");
-  line(fmt::format("dispatch_session_pending_bytes {}", ms.pending_bytes));
-  metric("dispatch_session_pauses_total", "counter", "Times a session was paused by backpressure.");
-  line(fmt::format("dispatch_session_pauses_total {}", ms.pauses));
+  single("dispatch_live_sessions", "gauge", "Sessions running in this host.", ms.live_sessions);
+  single("dispatch_session_pending_bytes", "gauge",
+         "Session output not yet committed and delivered.", ms.pending_bytes);
+  single("dispatch_session_pauses_total", "counter", "Times a session was paused by backpressure.",
+         ms.pauses);
   StoreStats st = store_->Stats();
-  metric("dispatch_events_appended_total", "counter", "Events written to the store.");
-  line(fmt::format("dispatch_events_appended_total {}", st.events_appended));
-  metric("dispatch_event_bytes_appended_total", "counter", "Payload bytes written to the store.");
-  line(fmt::format("dispatch_event_bytes_appended_total {}", st.bytes_appended));
-  metric("dispatch_store_group_commits_total", "counter", "Store transactions.");
-  line(fmt::format("dispatch_store_group_commits_total {}", st.group_commits));
-  metric("dispatch_store_subscribers", "gauge", "Live store subscriptions.");
-  line(fmt::format("dispatch_store_subscribers {}", st.subscribers));
-  metric("dispatch_store_subscriber_lags_total", "counter", "Times a store subscriber fell behind.");
-  line(fmt::format("dispatch_store_subscriber_lags_total {}", st.subscriber_lags));
+  single("dispatch_events_appended_total", "counter", "Events written to the store.",
+         st.events_appended);
+  single("dispatch_event_bytes_appended_total", "counter", "Payload bytes written to the store.",
+         st.bytes_appended);
+  single("dispatch_store_group_commits_total", "counter", "Store transactions.", st.group_commits);
+  single("dispatch_store_subscribers", "gauge", "Live store subscriptions.", st.subscribers);
+  single("dispatch_store_subscriber_lags_total", "counter", "Times a store subscriber fell behind.",
+         st.subscriber_lags);
   metric("dispatch_store_commit_latency_seconds", "histogram", "Group commit latency.");
   {
     int64_t cum = 0;
@@ -522,8 +524,8 @@ HttpResponse Server::MetricsText() {
     for (size_t i = 0; i < n; ++i) {
       cum += st.commit_latency_counts[i];
       int64_t b = st.commit_latency_bounds_us[i];
-      std::string le = (b == INT64_MAX || (i + 1 == n && b <= 0)) ? "+Inf"
-                                                                 : fmt::format("{:g}", b / 1e6);
+      std::string le =
+          (b == INT64_MAX || (i + 1 == n && b <= 0)) ? "+Inf" : fmt::format("{:g}", b / 1e6);
       line(fmt::format("dispatch_store_commit_latency_seconds_bucket{{le=\"{}\"}} {}", le, cum));
     }
     if (n == 0 || st.commit_latency_bounds_us[n - 1] != INT64_MAX)
@@ -533,34 +535,31 @@ HttpResponse Server::MetricsText() {
                      st.commit_latency_us_total / 1e6));
     line(fmt::format("dispatch_store_commit_latency_seconds_count {}", st.group_commits));
   }
-  metric("dispatch_ws_clients", "gauge", "Connected WebSocket clients.");
-  line(fmt::format("dispatch_ws_clients {}", clients_.size()));
+  single("dispatch_ws_clients", "gauge", "Connected WebSocket clients.", clients_.size());
   size_t atts = 0, queued = 0;
   for (auto& [wsi, c] : clients_) {
     atts += c->attachments.size();
     queued += c->queued_bytes;
   }
-  metric("dispatch_ws_attachments", "gauge", "Attached (client, run) pairs.");
-  line(fmt::format("dispatch_ws_attachments {}", atts));
-  metric("dispatch_ws_queued_bytes", "gauge", "Bytes queued to WebSocket clients.");
-  line(fmt::format("dispatch_ws_queued_bytes {}", queued));
-  metric("dispatch_ws_connections_total", "counter", "WebSocket connections accepted.");
-  line(fmt::format("dispatch_ws_connections_total {}", metrics_.ws_connections_total));
-  metric("dispatch_ws_messages_received_total", "counter", "WebSocket messages received.");
-  line(fmt::format("dispatch_ws_messages_received_total {}", metrics_.ws_messages_in));
-  metric("dispatch_ws_frames_sent_total", "counter", "WebSocket frames sent.");
-  line(fmt::format("dispatch_ws_frames_sent_total {}", metrics_.ws_frames_out));
-  metric("dispatch_ws_events_sent_total", "counter", "Events sent to WebSocket clients.");
-  line(fmt::format("dispatch_ws_events_sent_total {}", metrics_.ws_events_out));
-  metric("dispatch_ws_bytes_sent_total", "counter", "WebSocket payload bytes sent.");
-  line(fmt::format("dispatch_ws_bytes_sent_total {}", metrics_.ws_bytes_out));
+  single("dispatch_ws_attachments", "gauge", "Attached (client, run) pairs.", atts);
+  single("dispatch_ws_queued_bytes", "gauge", "Bytes queued to WebSocket clients.", queued);
+  single("dispatch_ws_connections_total", "counter", "WebSocket connections accepted.",
+         metrics_.ws_connections_total);
+  single("dispatch_ws_messages_received_total", "counter", "WebSocket messages received.",
+         metrics_.ws_messages_in);
+  single("dispatch_ws_frames_sent_total", "counter", "WebSocket frames sent.",
+         metrics_.ws_frames_out);
+  single("dispatch_ws_events_sent_total", "counter", "Events sent to WebSocket clients.",
+         metrics_.ws_events_out);
+  single("dispatch_ws_bytes_sent_total", "counter", "WebSocket payload bytes sent.",
+         metrics_.ws_bytes_out);
   metric("dispatch_ws_slow_client_total", "counter", "Slow-client interventions by action.");
   line(fmt::format("dispatch_ws_slow_client_total{{action=\"resync\"}} {}",
                    metrics_.slow_client_resyncs));
   line(fmt::format("dispatch_ws_slow_client_total{{action=\"disconnect\"}} {}",
                    metrics_.slow_client_disconnects));
-  metric("dispatch_ws_catchup_reads_total", "counter", "Store reads made for attach backlogs.");
-  line(fmt::format("dispatch_ws_catchup_reads_total {}", metrics_.catchup_reads));
+  single("dispatch_ws_catchup_reads_total", "counter", "Store reads made for attach backlogs.",
+         metrics_.catchup_reads);
   metric("dispatch_ws_screen_attach_total", "counter",
          "Attach backlogs sent as a screen (run:screen) instead of the events.");
   line(fmt::format("dispatch_ws_screen_attach_total {}", metrics_.screen_attaches));
@@ -570,17 +569,16 @@ HttpResponse Server::MetricsText() {
   metric("dispatch_ws_screen_failures_total", "counter",
          "Screen attaches that fell back to sending the events.");
   line(fmt::format("dispatch_ws_screen_failures_total {}", metrics_.screen_failures));
-  metric("dispatch_ws_origin_rejections_total", "counter", "WebSocket upgrades refused by Origin.");
-  line(fmt::format("dispatch_ws_origin_rejections_total {}", metrics_.origin_rejections));
-  metric("dispatch_auth_failures_total", "counter", "Failed key checks.");
-  line(fmt::format("dispatch_auth_failures_total {}", auth_.failures_total()));
-  metric("dispatch_auth_blocked_total", "counter", "Requests refused while an address was blocked.");
-  line(fmt::format("dispatch_auth_blocked_total {}", auth_.blocked_total()));
+  single("dispatch_ws_origin_rejections_total", "counter", "WebSocket upgrades refused by Origin.",
+         metrics_.origin_rejections);
+  single("dispatch_auth_failures_total", "counter", "Failed key checks.", auth_.failures_total());
+  single("dispatch_auth_blocked_total", "counter", "Requests refused while an address was blocked.",
+         auth_.blocked_total());
   metric("dispatch_http_responses_total", "counter", "HTTP responses by status code.");
   for (const auto& [code, n] : metrics_.http_by_status)
     line(fmt::format("dispatch_http_responses_total{{code=\"{}\"}} {}", code, n));
-  metric("dispatch_uptime_seconds", "gauge", "Seconds since start.");
-  line(fmt::format("dispatch_uptime_seconds {}", (NowMs() - started_ms_) / 1000));
+  single("dispatch_uptime_seconds", "gauge", "Seconds since start.",
+         (NowMs() - started_ms_) / 1000);
   HttpResponse r;
   r.content_type = "text/plain; version=0.0.4";
   r.body = std::move(o);
