@@ -1074,6 +1074,10 @@ struct TerminalScreen::Impl {
     fix += fmt::format("\x1b[{} q\x1b[?25{}", n, vis ? 'h' : 'l');
     vterm_input_write(vt, fix.data(), fix.size());
     saved.pos = clamped;
+    // DECSCUSR cannot set shape 0 (the zeroed slot's, see Body): the slot
+    // now holds a block, and so does the cursor if it had shape 0 too (the
+    // latter libvterm reports; the slot it does not).
+    if (saved.shape == 0) saved.shape = VTERM_PROP_CURSORSHAPE_BLOCK;
     glyph.valid = false;
     phantom = false;
   }

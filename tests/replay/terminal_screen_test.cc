@@ -541,6 +541,7 @@ constexpr uint32_t kRegressionSeeds[] = {
     7094,   // a CSI libvterm does not know left the cursor outside the region; a query moved it
     1145, 2480,  // an explicit region as high as the screen (a resize made it), then a taller window
     40231,  // CUP to the cell the cursor is in, in the phantom column: libvterm ends the phantom
+    212652, 236847,  // the zeroed DECSC slot's cursor shape 0, saved again by a resize's clamp
 };
 
 // DISPATCH_PROPERTY_TRIALS=N (default 600, ~3 s) trials with seeds
