@@ -81,6 +81,7 @@ struct WsClient {
   bool authed = false;
   bool sio_connected = false;   // Socket.IO namespace connect done
   bool close_after_flush = false;
+  bool flush_pending = false;   // listed in Server::to_flush_
   int close_code = 1000;
   std::string rx;               // message being reassembled
   bool rx_overflow = false;
@@ -190,6 +191,11 @@ class Server {
   int OnWsEstablished(lws* wsi);
   int OnWsReceive(lws* wsi, const char* in, size_t len);
   int OnWsWriteable(lws* wsi);
+  // Writes queued frames while the socket takes them (16 at most); false if
+  // the connection failed.
+  bool WriteQueued(WsClient* c);
+  // The check-phase flush of the clients Wake listed (see Wake).
+  void FlushPending();
   void OnWsClosed(lws* wsi);
   void HandleMessage(WsClient* c, InMessage& m);
   void HandleSioFrame(WsClient* c, std::string_view text);
@@ -247,6 +253,12 @@ class Server {
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};
   uv_timer_t tick_{};
+  // Queued frames are written in the check phase of the loop iteration that
+  // queued them (flush_check_); flush_idle_ keeps the loop from blocking in
+  // poll while clients are listed in to_flush_.
+  uv_check_t flush_check_{};
+  uv_idle_t flush_idle_{};
+  std::vector<lws*> to_flush_;
   bool handles_open_ = false;
 
   enum class Phase { kRunning, kDraining, kClosing, kDone };
