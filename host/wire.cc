@@ -12,6 +12,43 @@ constexpr json::error_handler_t kReplace = json::error_handler_t::replace;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, kReplace); }
 
+// Appends `s` as a JSON string, byte for byte what Dump(json(s)) gives
+// (nlohmann: short escapes for \b \f \n \r \t, \u00xx for other control
+// bytes, UTF-8 passed through). Used on the per-event paths, where building
+// a json value per string cost more than the rest of the frame. Strings
+// that are not valid UTF-8 go through nlohmann for its replacement rules.
+void AppendJsonString(std::string& out, std::string_view s) {
+  if (!IsValidUtf8(s)) {
+    out += Dump(json(std::string(s)));
+    return;
+  }
+  static const char kHex[] = "0123456789abcdef";
+  out.reserve(out.size() + s.size() + 2);
+  out += '"';
+  size_t run = 0;  // start of the bytes not yet copied
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default: {
+        char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+        out.append(u, 6);
+      }
+    }
+  }
+  out.append(s.data() + run, s.size() - run);
+  out += '"';
+}
+
 // Rejects documents nested deeper than `max_depth` before nlohmann's
 // recursive parser sees them (a megabyte of '[' would exhaust the stack).
 bool NestingWithin(std::string_view text, int max_depth) {
@@ -97,32 +134,40 @@ std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e) {
   w->run_id = std::string(e.run_id);
   w->seq = e.seq;
   w->closes = e.channel == "system:status" && e.type == "closed";
-  if (e.encoding != Encoding::kBytes) {
+  if (e.encoding == Encoding::kJson) {
     w->json = Dump(EventToJson(e));
     return w;
   }
-  // Terminal output, the bulk of the traffic: written directly (the same
-  // object as EventToJson, keys in the same order) without building a tree.
+  // Terminal output and input, the bulk of the traffic: written directly
+  // (the same object as EventToJson, keys in the same order) without
+  // building a tree.
+  bool text = e.encoding == Encoding::kText;
   std::string& o = w->json;
-  o.reserve(e.payload.size() / 3 * 4 + 160 + e.channel.size() + e.type.size() + e.run_id.size() +
-            e.id.size());
+  o.reserve((text ? e.payload.size() + 16 : e.payload.size() / 3 * 4) + 160 + e.channel.size() +
+            e.type.size() + e.run_id.size() + e.id.size());
   o += "{\"channel\":";
-  o += Dump(json(std::string(e.channel)));
-  o += ",\"encoding\":\"bytes\"";
+  AppendJsonString(o, e.channel);
+  o += text ? ",\"encoding\":\"text\"" : ",\"encoding\":\"bytes\"";
   if (!e.id.empty()) {
     o += ",\"id\":";
-    o += Dump(json(std::string(e.id)));
+    AppendJsonString(o, e.id);
   }
-  o += ",\"payload\":\"";
-  internal::AppendBase64(&o, e.payload);
-  o += "\",\"runId\":";
-  o += Dump(json(std::string(e.run_id)));
+  if (text) {
+    o += ",\"payload\":";
+    AppendJsonString(o, e.payload);
+  } else {
+    o += ",\"payload\":\"";
+    internal::AppendBase64(&o, e.payload);
+    o += '"';
+  }
+  o += ",\"runId\":";
+  AppendJsonString(o, e.run_id);
   o += ",\"seq\":";
   o += std::to_string(e.seq);
   o += ",\"timestamp\":";
   o += std::to_string(e.ts_us / 1000);
   o += ",\"type\":";
-  o += Dump(json(std::string(e.type)));
+  AppendJsonString(o, e.type);
   o += '}';
   return w;
 }
@@ -213,13 +258,13 @@ std::string EncodeEventRaw(Transport t, std::string_view name, std::string_view 
   out.reserve(data_json.size() + name.size() + 24);
   if (t == Transport::kNative) {
     out += "{\"event\":";
-    out += Dump(json(std::string(name)));
+    AppendJsonString(out, name);
     out += ",\"data\":";
     out += data_json;
     out += '}';
   } else {
     out += "42[";
-    out += Dump(json(std::string(name)));
+    AppendJsonString(out, name);
     out += ',';
     out += data_json;
     out += ']';
@@ -263,7 +308,7 @@ std::string EncodeEvents(Transport t, std::string_view run_id,
   out += t == Transport::kNative ? ",\"data\":" : ",";
   if (batch) {
     out += "{\"runId\":";
-    out += Dump(json(std::string(run_id)));
+    AppendJsonString(out, run_id);
     out += ",\"events\":[";
     for (size_t i = 0; i < events.size(); ++i) {
       if (i) out += ',';

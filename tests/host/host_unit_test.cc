@@ -127,6 +127,30 @@ TEST_CASE("The direct serialisation of byte events equals the JSON tree form") {
   CHECK(arr[1]["payload"] == "eA==");
 }
 
+TEST_CASE("The direct serialisation of text events is byte for byte the tree's dump") {
+  // Every byte value below 0x80 (control bytes, quote, backslash, DEL),
+  // multi-byte UTF-8, and invalid UTF-8 (nlohmann's replacement rules).
+  std::string ascii;
+  for (int c = 0; c < 0x80; ++c) ascii += static_cast<char>(c);
+  const std::vector<std::string> payloads = {"",       "x",        "\x7f",  ascii,
+                                             "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                                             "a\xff b", "\xc3",   "\xed\xa0\x80"};
+  for (const std::string& p : payloads) {
+    for (const char* id : {"", "id \"1\"\n"}) {
+      EventView v{"run-t", 3, 9, 1'700'000'000'555'000, "pty:stdin", "input", p,
+                  Encoding::kText, id};
+      CHECK(MakeWireEvent(v)->json ==
+            EventToJson(v).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    }
+  }
+  std::vector<std::shared_ptr<const WireEvent>> one = {MakeWireEvent(
+      EventView{"r", 1, 1, 0, "pty:stdin", "input", "q\"", Encoding::kText, ""})};
+  CHECK(EncodeEvents(Transport::kNative, "r", one) ==
+        R"({"event":"run:event","data":{"channel":"pty:stdin","encoding":"text","payload":"q\"",)"
+        R"("runId":"r","seq":1,"timestamp":0,"type":"input"}})");
+  CHECK(EncodeEventRaw(Transport::kNative, "a\"b", "{}") == R"({"event":"a\"b","data":{}})");
+}
+
 TEST_CASE("Flags win over the environment and bad values are clear errors") {
   auto r = Parse({"serve", "--listen", "0.0.0.0:8080", "--allow-origin", "https://a",
                   "--allow-origin=https://b"},
