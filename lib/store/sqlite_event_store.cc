@@ -595,6 +595,19 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
   try {
     WriterStatements& st = *writer_stmts_;
     WriteTransaction txn(st);
+    // The remembered run states hold if nothing else wrote since this
+    // writer's last commit (read now that the transaction has started).
+    if (run_state_valid_) {
+      unsigned int version = 0;
+      if (sqlite3_file_control(db.getHandle(), "main", SQLITE_FCNTL_DATA_VERSION, &version) !=
+              SQLITE_OK ||
+          version != run_state_version_) {
+        run_state_.clear();
+      }
+      run_state_valid_ = false;  // until this commit succeeds
+    } else {
+      run_state_.clear();
+    }
     SQLite::Statement& get_run = st.get_run;
     SQLite::Statement& get_id = st.get_id;
     const int64_t now = NowMicros();
@@ -603,14 +616,20 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
       auto it = runs.find(req.run_id);
       if (it == runs.end()) {
         RunWork w;
-        get_run.reset();
-        get_run.bind(1, req.run_id);
-        if (get_run.executeStep()) {
-          w.pk = get_run.getColumn(0).getInt64();
-          w.first_seq = get_run.getColumn(1).getInt64();
-          w.last_seq = get_run.getColumn(2).getInt64();
+        if (auto known = run_state_.find(req.run_id); known != run_state_.end()) {
+          w.pk = known->second.pk;
+          w.first_seq = known->second.first_seq;
+          w.last_seq = known->second.last_seq;
+        } else {
+          get_run.reset();
+          get_run.bind(1, req.run_id);
+          if (get_run.executeStep()) {
+            w.pk = get_run.getColumn(0).getInt64();
+            w.first_seq = get_run.getColumn(1).getInt64();
+            w.last_seq = get_run.getColumn(2).getInt64();
+          }
+          get_run.reset();
         }
-        get_run.reset();
         it = runs.emplace(req.run_id, std::move(w)).first;
         order.push_back(req.run_id);
       }
@@ -759,6 +778,13 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     }
     txn.Commit();
     next_pos_ = next_pos;
+    // Bounded: a long-lived store sees many runs, most of them finished.
+    if (run_state_.size() + runs.size() > 4096) run_state_.clear();
+    for (const auto& [id, w] : runs) {
+      if (w.pk != 0) run_state_[id] = RunState{w.pk, w.first_seq, w.last_seq};
+    }
+    run_state_valid_ = sqlite3_file_control(db.getHandle(), "main", SQLITE_FCNTL_DATA_VERSION,
+                                            &run_state_version_) == SQLITE_OK;
     // A run's new events in this group have contiguous seqs and positions.
     for (size_t i = 0; i < group.size(); ++i) {
       if (!results[i].ok() || results[i]->written == 0) continue;

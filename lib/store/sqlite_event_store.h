@@ -162,6 +162,18 @@ class SqliteEventStore final : public EventStore {
   // next_position, last block's last_pos + 1), kept in memory; store_meta is
   // only written when retention deletes blocks (doc/storage.md).
   int64_t next_pos_ = 1;
+  // run id → (run_pk, first_seq, last_seq) as this writer's last commits
+  // left them (writer role only), so that a commit need not read its run's
+  // row first. Valid only while the database's data version
+  // (SQLITE_FCNTL_DATA_VERSION, which any other write bumps, this
+  // connection's catalog writes and retention included) is still the one
+  // after that commit; otherwise cleared at the next commit.
+  struct RunState {
+    int64_t pk = 0, first_seq = 1, last_seq = 0;
+  };
+  std::unordered_map<std::string, RunState> run_state_;
+  unsigned int run_state_version_ = 0;
+  bool run_state_valid_ = false;
   std::thread checkpointer_;
   std::atomic<int64_t> stat_checkpoints_{0};
 

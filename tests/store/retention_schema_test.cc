@@ -190,6 +190,31 @@ TEST_SUITE("Retention") {
                  }).ok());
     CHECK(positions == std::vector<int64_t>{3, 4, 5, 6});
   }
+
+  TEST_CASE("An append after another connection changed the run reads the run's row again") {
+    // The writer remembers each run's seq between its own commits; a write
+    // from elsewhere (here: the run removed by another connection) must
+    // not be answered from that memory.
+    TempDir dir;
+    std::string path = dir.file("s.db");
+    auto store = OpenStore(path);
+    REQUIRE(store->Append("r", Numbered(1, 3)).ok());
+    REQUIRE(store->Append("r", Numbered(4, 4)).ok());
+    CHECK(store->GetRun("r")->last_seq == 4);
+    Exec(path,
+         "DELETE FROM event_blocks WHERE run_pk = (SELECT run_pk FROM runs WHERE run_id = 'r');"
+         "DELETE FROM runs WHERE run_id = 'r';");
+    auto again = store->Append("r", Numbered(1, 2));
+    REQUIRE(again.ok());
+    CHECK(again->seqs == std::vector<int64_t>{1, 2});
+    auto info = store->GetRun("r");
+    REQUIRE(info.ok());
+    CHECK(info->event_count == 2);
+    CHECK(info->last_seq == 2);
+    auto events = store->ReadEvents("r", 0);
+    REQUIRE(events.ok());
+    CHECK(events->size() == 2);
+  }
 }
 
 TEST_SUITE("Schema") {
