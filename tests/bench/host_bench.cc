@@ -5,6 +5,12 @@
 //
 //   build/tests/bench/host_bench [--quick] [--host-bin PATH] [--bytes N]
 //                                [--only rss|echo|output|fanout]
+//                                [--compare-bin PATH] [--echo-samples N]
+//
+// --compare-bin: a second dispatch-host (say, the build before a change)
+//   measured in the same run: its echo rounds alternate with the first's
+//   and the bare pty's (metrics suffixed _compare), so that the machine's
+//   noise hits both alike.
 //
 // ws_echo_latency_p50_us / _p99_us: 1,000 keystrokes into an interactive bash
 //   (readline echoes each), from sending run:input to receiving the run:event
@@ -432,6 +438,8 @@ int main(int argc, char** argv) {
   std::string bin;
   int64_t bytes = 200'000'000;
   std::string only;
+  std::string compare_bin;
+  int echo_samples = 0;
 #ifdef DISPATCH_HOST_BIN_DEFAULT
   bin = DISPATCH_HOST_BIN_DEFAULT;
 #endif
@@ -447,6 +455,10 @@ int main(int argc, char** argv) {
       bytes = std::atoll(argv[++i]);
     } else if (a == "--only" && i + 1 < argc) {
       only = argv[++i];
+    } else if (a == "--compare-bin" && i + 1 < argc) {
+      compare_bin = argv[++i];
+    } else if (a == "--echo-samples" && i + 1 < argc) {
+      echo_samples = std::atoi(argv[++i]);
     }
   }
   auto want = [&only](const char* part) { return only.empty() || only == part; };
@@ -462,23 +474,41 @@ int main(int argc, char** argv) {
   }
 
   if (want("echo")) {
-    int samples = quick ? 200 : 1000;
+    int samples = echo_samples > 0 ? echo_samples : quick ? 200 : 1000;
+    Host other;
+    if (!compare_bin.empty()) other.Start(compare_bin);
     // Bare and /ws keystrokes alternate in rounds of 50, so that the
     // machine's noise (other processes on 2 cores) hits both alike.
-    std::vector<double> bare_echo, echo;
+    std::vector<double> bare_echo, echo, echo_other;
     for (int done = 0; done < samples; done += 50) {
       int n = std::min(50, samples - done);
       auto bare = BareEchoUs(n);
       bare_echo.insert(bare_echo.end(), bare.begin(), bare.end());
+      // With a second host, which of the two goes first alternates.
+      bool other_first = other.pid > 0 && (done / 50) % 2 == 1;
+      if (other_first) {
+        auto wo = WsEchoUs(other.port, n);
+        echo_other.insert(echo_other.end(), wo.begin(), wo.end());
+      }
       auto ws = WsEchoUs(host.port, n);
       echo.insert(echo.end(), ws.begin(), ws.end());
+      if (other.pid > 0 && !other_first) {
+        auto wo = WsEchoUs(other.port, n);
+        echo_other.insert(echo_other.end(), wo.begin(), wo.end());
+      }
     }
+    if (other.pid > 0) other.Stop();
     std::string enote = std::to_string(echo.size()) + " keystrokes into bash over /ws";
     Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.5), "us", "bare pty, bash readline");
     Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us", "bare pty, bash readline");
     Emit("ws_echo_latency_p50_us", Percentile(echo, 0.5), "us", enote);
     Emit("ws_echo_latency_p99_us", Percentile(echo, 0.99), "us",
          enote + ", event committed before sent");
+    if (!echo_other.empty()) {
+      std::string note = std::to_string(echo_other.size()) + " keystrokes, " + compare_bin;
+      Emit("ws_echo_latency_p50_us_compare", Percentile(echo_other, 0.5), "us", note);
+      Emit("ws_echo_latency_p99_us_compare", Percentile(echo_other, 0.99), "us", note);
+    }
   }
 
   if (want("output")) {
