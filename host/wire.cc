@@ -82,14 +82,15 @@ Result<json> ParseJson(std::string_view text) {
   return j;
 }
 
-Status FillMessage(InMessage& m, const json& name, const json* data) {
+// Takes `data` (moved out of the parsed document).
+Status FillMessage(InMessage& m, const json& name, json* data) {
   if (!name.is_string() || name.get_ref<const std::string&>().empty())
     return Status::InvalidArgument("\"event\" must be a non-empty string");
   m.event = name.get<std::string>();
   if (m.event.size() > 64) return Status::InvalidArgument("event name too long");
   if (data != nullptr && !data->is_null()) {
     if (!data->is_object()) return Status::InvalidArgument("\"data\" must be an object");
-    m.data = *data;
+    m.data = std::move(*data);
   }
   return Status::Ok();
 }
@@ -239,7 +240,7 @@ Result<SioFrame> ParseSioFrame(std::string_view text) {
       if (!j->is_array() || j->empty())
         return Status::InvalidArgument("an event must be a JSON array [name, data]");
       f.kind = SioFrame::kEvent;
-      const json* data = j->size() >= 2 ? &(*j)[1] : nullptr;
+      json* data = j->size() >= 2 ? &(*j)[1] : nullptr;
       if (Status s = FillMessage(f.message, (*j)[0], data); !s.ok()) return s;
       f.message.id = id;
       return f;
