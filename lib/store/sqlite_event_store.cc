@@ -499,10 +499,21 @@ void SqliteEventStore::WriterLoop() {
       writer_ckpt_due_ = false;
       wal_pages_ = 0;  // the next commit reports the new size
       int log = 0, done = 0;
-      if (sqlite3_wal_checkpoint_v2(writer_db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                    &log, &done) == SQLITE_OK) {
-        stat_checkpoints_.fetch_add(1);
+      int rc = sqlite3_wal_checkpoint_v2(writer_db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                         &log, &done);
+      if (rc == SQLITE_BUSY) {
+        // The background checkpointer is copying (one checkpoint at a
+        // time): wait for it, then copy the rest. Skipping instead let the
+        // WAL grow without bound while a slow (descheduled) checkpointer
+        // held the checkpoint lock under a flood.
+        {
+          std::unique_lock<std::mutex> lk(ckpt_mu_);
+          ckpt_cv_.wait_for(lk, std::chrono::seconds(5), [this] { return !ckpt_running_ || ckpt_stop_; });
+        }
+        rc = sqlite3_wal_checkpoint_v2(writer_db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                       &log, &done);
       }
+      if (rc == SQLITE_OK) stat_checkpoints_.fetch_add(1);
     }
     std::lock_guard<std::mutex> lk(queue_mu_);
     writer_busy_ = false;
@@ -517,7 +528,7 @@ int SqliteEventStore::OnWalCommit(void* self, sqlite3* /*db*/, const char* /*nam
       std::lock_guard<std::mutex> lk(store->ckpt_mu_);
       store->ckpt_wanted_ = true;
     }
-    store->ckpt_cv_.notify_one();
+    store->ckpt_cv_.notify_all();  // (the writer may wait on it too, see WriterLoop)
   }
   return SQLITE_OK;
 }
@@ -548,6 +559,7 @@ void SqliteEventStore::CheckpointLoop() {
     }
     if (ckpt_stop_) return;
     ckpt_wanted_ = false;
+    ckpt_running_ = true;
     lk.unlock();
     // PASSIVE: copies what no reader still needs, never blocks the writer.
     int log = 0, done = 0;
@@ -555,6 +567,8 @@ void SqliteEventStore::CheckpointLoop() {
     if (rc == SQLITE_OK) stat_checkpoints_.fetch_add(1);
     behind = rc == SQLITE_BUSY || (rc == SQLITE_OK && done < log);
     lk.lock();
+    ckpt_running_ = false;
+    ckpt_cv_.notify_all();  // a writer may wait for this one to finish
   }
 }
 

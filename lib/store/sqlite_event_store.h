@@ -148,6 +148,7 @@ class SqliteEventStore final : public EventStore {
   std::condition_variable ckpt_cv_;
   bool ckpt_wanted_ = false;  // guarded by ckpt_mu_
   bool ckpt_stop_ = false;    // guarded by ckpt_mu_
+  bool ckpt_running_ = false; // guarded by ckpt_mu_: the checkpointer is copying
   // The WAL's size in pages after the last commit, set by the WAL hook (by
   // the writer role's holder). When it outgrows what the background
   // checkpoints keep up with (a sustained flood), the writer thread
