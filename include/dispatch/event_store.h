@@ -72,6 +72,11 @@ struct AppendOptions {
   // must not hold a lock that `done` takes. Group commit is unaffected:
   // appends arriving meanwhile queue up and the writer takes them next.
   bool commit_inline = false;
+  // If set, a successful append hands its events back in
+  // AppendResult::events (moved, in input order, duplicates included), so a
+  // caller that needs them after the commit (to publish them) need not keep
+  // a copy of a large batch.
+  bool return_events = false;
 };
 
 struct AppendResult {
@@ -86,6 +91,8 @@ struct AppendResult {
   int64_t last_seq = 0;    // the run's last seq after this append
   int64_t written = 0;     // events newly written
   int64_t duplicates = 0;  // events skipped as duplicates by id
+  // With AppendOptions::return_events: the events appended (else empty).
+  std::vector<NewEvent> events;
 };
 
 using AppendCallback = std::function<void(Result<AppendResult>)>;

@@ -106,9 +106,8 @@ struct Session final : public SessionContext {
   int64_t created_us = 0;
 
   std::deque<NewEvent> queue;    // emitted, not yet handed to the store
-  std::vector<NewEvent> batch;   // handed to the store, not yet committed
   bool appending = false;
-  size_t pending = 0;            // bytes in `queue` and `batch`
+  size_t pending = 0;            // bytes in `queue` and in the append in flight
   bool paused = false;
 
   bool in_start = false;
@@ -308,7 +307,7 @@ class ManagerImpl final : public RunSessionManager {
   static constexpr uint64_t kFloodWaitMs = 2;
   static constexpr uint64_t kHoldMs = 2;
   static constexpr size_t kInlineCommitMaxBytes = 16 * 1024;
-  void OnCommitted(const std::shared_ptr<Session>& s, std::vector<NewEvent> batch,
+  void OnCommitted(const std::shared_ptr<Session>& s, size_t bytes,
                    Result<AppendResult> result);
   void Deliver(const EventView& v);
   void ApplyStatus(Session& s, const NewEvent& ev);
@@ -805,7 +804,6 @@ void ManagerImpl::Submit(const std::shared_ptr<Session>& s, bool now) {
     s->queue.pop_front();
   }
   s->appending = true;
-  s->batch = batch;  // kept to publish after commit; the store owns its copy
   stats_.appends++;
   // A small append (a keystroke's echo, a prompt) is committed by the loop
   // itself when the store's writer is idle: no thread hand-off on the way
@@ -814,16 +812,16 @@ void ManagerImpl::Submit(const std::shared_ptr<Session>& s, bool now) {
   // which compresses and writes while the loop reads on.
   AppendOptions append_opts;
   append_opts.commit_inline = !s->flooding && bytes <= kInlineCommitMaxBytes;
+  // The events come back with the result, to publish (no copy of the batch).
+  append_opts.return_events = true;
   std::weak_ptr<Mailbox> weak_box = mailbox_;
   const std::thread::id loop_tid = loop_thread_.load();
   store_->AppendAsync(
       s->spec_.run_id, std::move(batch), append_opts,
-      [weak_box, s, loop_tid](Result<AppendResult> r) {
+      [weak_box, s, loop_tid, bytes](Result<AppendResult> r) {
         // Runs on the loop thread, where the manager is alive.
-        std::function<void()> task = [s, r = std::move(r)]() mutable {
-          std::vector<NewEvent> b = std::move(s->batch);
-          s->batch.clear();
-          s->mgr->OnCommitted(s, std::move(b), std::move(r));
+        std::function<void()> task = [s, bytes, r = std::move(r)]() mutable {
+          s->mgr->OnCommitted(s, bytes, std::move(r));
         };
         if (std::this_thread::get_id() == loop_tid) {  // committed inline, inside Submit
           s->mgr->PostLocal(std::move(task));
@@ -838,11 +836,9 @@ void ManagerImpl::Submit(const std::shared_ptr<Session>& s, bool now) {
       });
 }
 
-void ManagerImpl::OnCommitted(const std::shared_ptr<Session>& s, std::vector<NewEvent> batch,
+void ManagerImpl::OnCommitted(const std::shared_ptr<Session>& s, size_t bytes,
                               Result<AppendResult> r) {
   s->appending = false;
-  size_t bytes = 0;
-  for (auto& e : batch) bytes += e.payload.size();
   s->flooding = bytes >= kFloodThresholdBytes;
   // Keep the store busy while this batch is delivered.
   if (!torn_down_) Submit(s);
@@ -850,6 +846,7 @@ void ManagerImpl::OnCommitted(const std::shared_ptr<Session>& s, std::vector<New
     stats_.append_errors++;
     Error(s->spec_.run_id, r.status());
   } else {
+    const std::vector<NewEvent>& batch = r->events;  // handed back by the store
     for (size_t i = 0; i < batch.size(); ++i) {
       const NewEvent& e = batch[i];
       EventView v;

@@ -838,7 +838,10 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
   // Subscribers first, so a writer woken by its callback finds them fed.
   if (!published.empty()) hub_.Publish(published);
   for (size_t i = 0; i < group.size(); ++i) {
-    if (results[i].ok()) stat_appends_.fetch_add(1);
+    if (results[i].ok()) {
+      stat_appends_.fetch_add(1);
+      if (group[i].options.return_events) results[i]->events = std::move(group[i].events);
+    }
     if (group[i].done) group[i].done(std::move(results[i]));
   }
 }

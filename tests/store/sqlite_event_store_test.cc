@@ -394,6 +394,41 @@ TEST_SUITE("SqliteEventStore") {
     CHECK(where.get_future().get() != caller);
   }
 
+  TEST_CASE("return_events hands the appended events back with the result, inline or queued") {
+    TempDir dir;
+    auto store = OpenStore(dir.file("s.db"));
+    std::string big(300 * 1024, 'q');
+    for (bool inline_commit : {true, false}) {
+      CAPTURE(inline_commit);
+      AppendOptions o;
+      o.commit_inline = inline_commit;
+      o.return_events = true;
+      NewEvent dup = Ev("again");
+      dup.id = "id-1";
+      std::promise<Result<AppendResult>> got;
+      store->AppendAsync("r", {Ev("a"), Ev(big), dup}, o,
+                         [&](Result<AppendResult> r) { got.set_value(std::move(r)); });
+      auto r = got.get_future().get();
+      REQUIRE(r.ok());
+      REQUIRE(r->events.size() == 3);  // duplicates included, in input order
+      CHECK(r->events[0].payload == "a");
+      CHECK(r->events[1].payload == big);
+      CHECK(r->events[2].id == "id-1");
+      CHECK(r->seqs.size() == 3);
+      // Without the option nothing comes back.
+      auto plain = store->Append("r", std::vector<NewEvent>{Ev("b")});
+      REQUIRE(plain.ok());
+      CHECK(plain->events.empty());
+    }
+    // A failed append returns no result (and no events).
+    AppendOptions o;
+    o.return_events = true;
+    o.expected_last_seq = 1;
+    std::promise<Result<AppendResult>> got;
+    store->AppendAsync("r", {Ev("c")}, o, [&](Result<AppendResult> r) { got.set_value(std::move(r)); });
+    CHECK(got.get_future().get().status().code() == StatusCode::kConflict);
+  }
+
   TEST_CASE("commit_inline mixed with queued appends from many threads keeps every run gap-free, in commit order") {
     TempDir dir;
     auto store = OpenStore(dir.file("s.db"));
