@@ -15,6 +15,7 @@
 
 #include "adapter_harness.h"
 #include "adapters/file/file_util.h"
+#include "util/text_codec.h"
 #include "dispatch/adapters/file.h"
 #include "support/temp_dir.h"
 
@@ -107,7 +108,7 @@ TEST_SUITE("FileEditorAdapter") {
     auto b = s.Do("read", {{"path", "bin.dat"}});
     REQUIRE(b.ok());
     CHECK((*b)["encoding"] == "base64");
-    CHECK(internal::file::Base64Decode((*b)["content"].get<std::string>()) == bin);
+    CHECK(internal::Base64Decode((*b)["content"].get<std::string>()) == bin);
     CHECK(s.h.Count("file:read", "read") == 1);
 
     CHECK(s.Do("close", {{"path", "hello.txt"}}).ok());
@@ -141,7 +142,7 @@ TEST_SUITE("FileEditorAdapter") {
     // New files, binary content, nested directories on request.
     std::string bin("\x00\x01\x02\xff", 4);
     auto c = s.Do("write", {{"path", "a/b/c.bin"},
-                            {"content_base64", internal::file::Base64Encode(bin)},
+                            {"content_base64", internal::Base64Encode(bin)},
                             {"create_dirs", true}});
     REQUIRE(c.ok());
     CHECK((*c)["created"] == true);

@@ -1,5 +1,5 @@
-// The file adapter's helpers: SHA-256 against the FIPS test vectors, base64
-// against RFC 4648, UTF-8 validation.
+// The file adapter's helpers: SHA-256 against the FIPS test vectors. (Its
+// base64 and UTF-8 check are the library's: tests/util/text_codec_test.cc.)
 #include <doctest/doctest.h>
 
 #include <string>
@@ -20,29 +20,5 @@ TEST_SUITE("FileUtil") {
     Sha256 h;
     for (size_t i = 0; i < million.size(); i += 997) h.Update(std::string_view(million).substr(i, 997));
     CHECK(h.HexDigest() == Sha256Hex(million));
-  }
-
-  TEST_CASE("Base64 round-trips any bytes and refuses garbage") {
-    CHECK(Base64Encode("") == "");
-    CHECK(Base64Encode("f") == "Zg==");
-    CHECK(Base64Encode("fo") == "Zm8=");
-    CHECK(Base64Encode("foo") == "Zm9v");
-    CHECK(Base64Encode("foobar") == "Zm9vYmFy");
-    std::string bytes;
-    for (int i = 0; i < 256; ++i) bytes.push_back(static_cast<char>(i));
-    CHECK(Base64Decode(Base64Encode(bytes)) == bytes);
-    CHECK(Base64Decode("Zm9vYg") == std::string("foob"));
-    CHECK_FALSE(Base64Decode("Zm9v!").has_value());
-    CHECK_FALSE(Base64Decode("Z").has_value());
-  }
-
-  TEST_CASE("UTF-8 validation refuses overlongs, surrogates and cut sequences") {
-    CHECK(IsValidUtf8("plain"));
-    CHECK(IsValidUtf8("\xe2\x80\x94 \xf0\x9f\x98\x80"));
-    CHECK_FALSE(IsValidUtf8("\xc0\xaf"));
-    CHECK_FALSE(IsValidUtf8("\xed\xa0\x80"));
-    CHECK_FALSE(IsValidUtf8("\xe2\x80"));
-    CHECK_FALSE(IsValidUtf8("\xff"));
-    CHECK(IsValidUtf8(std::string("a\0b", 3)));
   }
 }

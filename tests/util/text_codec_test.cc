@@ -30,6 +30,7 @@ TEST_CASE("Base64 round-trips every byte value and rejects garbage") {
   CHECK(Base64Encode(std::string("\xff\xfe\xfd\x00\x01\x02", 6)) == "//79AAEC");
   CHECK(!Base64Decode("a$b="));
   CHECK(!Base64Decode("a"));
+  CHECK(Base64Decode("Zm9vYg") == std::string("foob"));  // padding optional
 }
 
 TEST_CASE("Base64: the url-safe alphabet only when asked for") {
@@ -53,6 +54,8 @@ TEST_CASE("UTF-8 validation accepts well-formed text and refuses the rest") {
   CHECK_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // above U+10FFFF
   CHECK_FALSE(IsValidUtf8("\xff"));
   CHECK_FALSE(IsValidUtf8("ok\xe2\x94x"));        // bad continuation
+  CHECK_FALSE(IsValidUtf8("\xe2\x80"));             // cut at the end
+  CHECK(IsValidUtf8(std::string("a\0b", 3)));      // NUL is valid UTF-8
 }
 
 TEST_CASE("UTF-8 repair replaces each invalid part and keeps the rest") {

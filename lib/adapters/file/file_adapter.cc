@@ -32,6 +32,7 @@
 #include "dispatch/adapters/file.h"
 #include "dispatch/ext/session_adapter.h"
 #include "util/path_confine.h"
+#include "util/text_codec.h"
 
 namespace dispatch::internal::file {
 namespace {

@@ -1,6 +1,7 @@
 // Small helpers of the file adapter: SHA-256 content hashes (hex) for
-// file:saved events, and base64 for binary file content in JSON replies and
-// commands. Self-contained, so the library needs no crypto dependency.
+// file:saved events. Self-contained, so the library needs no crypto
+// dependency. (Base64 for binary file content and the UTF-8 check are the
+// library's, util/text_codec.h.)
 //
 // Thread-safety: plain functions and values.
 #ifndef DISPATCH_LIB_ADAPTERS_FILE_FILE_UTIL_H_
@@ -8,7 +9,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -32,15 +32,6 @@ class Sha256 {
 
 // SHA-256 of `data`, hex.
 std::string Sha256Hex(std::string_view data);
-
-// Standard base64 (RFC 4648, with padding).
-std::string Base64Encode(std::string_view data);
-// Decodes standard base64 (padding optional, no whitespace); nullopt when
-// `text` is not base64.
-std::optional<std::string> Base64Decode(std::string_view text);
-
-// True when `s` is valid UTF-8 (no overlongs, no surrogates).
-bool IsValidUtf8(std::string_view s);
 
 }  // namespace dispatch::internal::file
 
