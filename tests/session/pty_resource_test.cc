@@ -1,11 +1,17 @@
 // Resource tests of the pty runtime: no leaked fds or children over many
 // sessions, bounded memory while a session floods output.
+#include <dirent.h>
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <string_view>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "dispatch/session_manager.h"
@@ -63,6 +69,25 @@ int64_t StoredOutputBytes(dispatch::EventStore& store, const std::string& run) {
   REQUIRE(r.ok());
   CHECK(all_zero);
   return n;
+}
+
+// Threads of this process now.
+int CountThreads() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+// Polls `pred` every 5 ms for up to `ms`.
+bool Eventually(const std::function<bool()>& pred, int ms = 10000) {
+  for (int waited = 0; waited < ms; waited += 5) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pred();
 }
 
 }  // namespace
@@ -154,6 +179,105 @@ TEST_SUITE("PtyAdapter") {
     auto evs = real->ReadEvents(run, 0);
     REQUIRE(evs.ok());
     CHECK(json::parse(evs->back().payload)["exitCode"] == 0);
+  }
+
+  TEST_CASE("Floods are read by a helper thread, in order, which hands reading back when idle") {
+    // Three floods with quiet gaps longer than the reader thread's idle
+    // time, then an interactive read: every byte in order across the
+    // hand-overs, the thread gone once a flood is over, the shell still
+    // answering its input.
+    dispatch::testing::TempDir tmp;
+    auto store = dispatch::testing::OpenStore(tmp.file("flood.db"));
+    auto mgr = MakeManager(store.get(), tmp.path());
+    EventCollector bus(*mgr, "system:status/closed");
+    std::mutex mu;
+    std::string out;  // everything delivered
+    mgr->Subscribe("pty:stdout", [&](const dispatch::EventView& e) {
+      std::lock_guard<std::mutex> l(mu);
+      out.append(e.payload);
+    });
+    auto saw = [&](std::string_view text) {
+      return Eventually([&] {
+        std::lock_guard<std::mutex> l(mu);
+        return out.find(text, out.size() < 256 ? 0 : out.size() - 256) != std::string::npos;
+      }, 60000);
+    };
+    int threads = CountThreads();
+    std::atomic<int> max_threads{0};
+    std::atomic<bool> stop{false};
+    std::thread sampler([&] {
+      while (!stop) {
+        max_threads = std::max(max_threads.load(), CountThreads());
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    });
+    const int kLines = 300000;  // ~2 MB per flood
+    std::string script = "for i in 1 2 3; do seq 1 " + std::to_string(kLines) +
+                         "; sleep 0.3; done; printf FLOODS-DONE; read line; echo \"got:$line\"";
+    std::string run = Create(*mgr, json{{"shell", "/bin/sh"}, {"args", {"-c", script}}});
+    REQUIRE(saw("FLOODS-DONE"));
+    stop = true;
+    sampler.join();
+    CHECK(max_threads.load() > threads);  // a reader thread did the reading
+    // Back to the loop: the thread leaves after 50 ms without output.
+    CHECK(Eventually([&] { return CountThreads() == threads; }));
+    REQUIRE(mgr->Input(run, "hello\n").ok());
+    REQUIRE(saw("got:hello"));
+    REQUIRE(bus.WaitForEvent(run, "system:status", "closed"));
+    REQUIRE(mgr->WaitIdle().ok());
+    std::string one;
+    for (int i = 1; i <= kLines; ++i) one += std::to_string(i) + "\r\n";
+    std::string expected = one + one + one + "FLOODS-DONE";
+    std::string stored;
+    auto r = store->Read(run, 0, [&](const dispatch::EventView& e) {
+      if (e.channel == "pty:stdout") stored.append(e.payload);
+      return true;
+    });
+    REQUIRE(r.ok());
+    REQUIRE(stored.size() >= expected.size());
+    CHECK(stored.compare(0, expected.size(), expected) == 0);
+    CHECK(stored.find("got:hello") != std::string::npos);
+    std::lock_guard<std::mutex> l(mu);
+    CHECK(out == stored);  // delivered = stored
+  }
+
+  TEST_CASE("Closing or destroying during a flood stops its reader thread; nothing leaks") {
+    dispatch::testing::TempDir tmp;
+    auto store = dispatch::testing::OpenStore(tmp.file("flood.db"));
+    auto mgr = MakeManager(store.get(), tmp.path());
+    auto bus = std::make_unique<EventCollector>(*mgr, "system:status/closed");
+    std::atomic<int64_t> seen{0};
+    mgr->Subscribe("pty:stdout", [&](const dispatch::EventView& e) {
+      seen += static_cast<int64_t>(e.payload.size());
+    });
+    json yes{{"shell", "/usr/bin/yes"}};
+    std::string warm = Create(*mgr, yes);
+    REQUIRE(Eventually([&] { return seen.load() > 4'000'000; }));
+    REQUIRE(mgr->Close(warm).ok());
+    REQUIRE(bus->WaitForEvent(warm, "system:status", "closed"));
+    REQUIRE(mgr->WaitIdle().ok());
+    int fds = CountFds();
+    int children = CountChildren();
+    int threads = CountThreads();
+    for (int i = 0; i < 10; ++i) {
+      int64_t before = seen.load();
+      std::string run = Create(*mgr, yes);
+      REQUIRE(Eventually([&] { return seen.load() > before + 2'000'000; }));
+      REQUIRE(mgr->Close(run, CloseOptions{0, i % 2 == 1}).ok());  // graceful, then forced
+      REQUIRE(bus->WaitForEvent(run, "system:status", "closed"));
+    }
+    REQUIRE(mgr->WaitIdle().ok());
+    CHECK(Eventually([&] { return CountThreads() == threads; }));
+    CHECK(CountChildren() == children);
+    CHECK(CountFds() == fds);
+    // Destroying the manager mid-flood: the thread is stopped and joined.
+    Create(*mgr, yes);
+    int64_t before = seen.load();
+    REQUIRE(Eventually([&] { return seen.load() > before + 2'000'000; }));
+    bus.reset();
+    mgr.reset();
+    CHECK(CountChildren() == children);
+    CHECK(CountThreads() < threads);  // the manager's loop and its reader threads are gone
   }
 
   TEST_CASE("200 MB of output through a session: all persisted, RSS stays flat") {

@@ -8,6 +8,19 @@
 // flood becomes few large events. Backpressure stops the poll (the kernel's
 // pty buffer then blocks the writer).
 //
+// Floods: the kernel's pty passes output on in 4 KiB steps (n_tty's buffer),
+// so a program flooding the terminal stalls whenever its reader is busy with
+// something else — on a host, sending earlier output to its clients on the
+// same loop. When one drain returns kFloodEnterBytes or more, a reader
+// thread takes over: it poll(2)s and drains the master and queues the bytes
+// (appending to the last queued chunk up to kReadBufferBytes), and the loop
+// turns each queued chunk into a pty:stdout event, in order, from a uv_async
+// callback. Only the loop thread calls the SessionContext. The thread stops
+// reading while the session is paused or kFloodQueueBytes are queued, and
+// hands reading back to the loop after kFloodIdleMs without output, so a
+// keystroke's echo is read on the loop again (no thread hand-off) once a
+// flood is over. A session has at most one reader thread.
+//
 // Exit: SIGCHLD (a uv_signal per session, started before fork so an early
 // exit is not missed) reaps the child with waitpid on its own pid only. The
 // exit is reported after the master reads EOF/EIO (all output drained) or,
@@ -16,6 +29,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <fmt/format.h>
 #include <pty.h>
 #include <signal.h>
@@ -25,11 +40,16 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 extern char** environ;
@@ -42,6 +62,101 @@ using json = nlohmann::json;
 constexpr size_t kReadBufferBytes = 256 * 1024;
 constexpr size_t kMaxWriteBacklog = 1 << 20;
 constexpr uint64_t kExitGraceMs = 200;
+constexpr size_t kFloodEnterBytes = 32 * 1024;
+constexpr size_t kFloodQueueBytes = 1024 * 1024;
+constexpr int kFloodIdleMs = 50;
+
+// Reads `fd` (non-blocking) into `buf` until EAGAIN, EOF/EIO or `cap`
+// bytes. Returns the count; *eof is set on 0 or an error other than EAGAIN
+// (EIO: every slave fd is closed).
+size_t DrainPty(int fd, char* buf, size_t cap, bool* eof) {
+  size_t n = 0;
+  while (n < cap) {
+    ssize_t r = ::read(fd, buf + n, cap - n);
+    if (r > 0) {
+      n += static_cast<size_t>(r);
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    *eof = true;
+    break;
+  }
+  return n;
+}
+
+// What the loop and a session's flood reader thread share.
+struct FloodReader {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> chunks;  // guarded by mu, as are the fields below
+  size_t queued = 0;               // bytes in chunks
+  bool paused = false;             // the session is paused: do not read
+  bool stop = false;               // the loop wants the thread gone
+  bool idle = false;               // no output for kFloodIdleMs: the thread left
+  bool eof = false;                // the thread read EOF/EIO and left
+  int wake_fd = -1;                // eventfd: interrupts the thread's poll(2)
+  uv_async_t* async = nullptr;     // the loop's wake-up (owned by the adapter)
+  std::thread thread;
+
+  ~FloodReader() {
+    if (wake_fd >= 0) ::close(wake_fd);
+  }
+
+  // The thread's body: reads `fd` until idle, EOF, or told to stop.
+  void Run(int fd) {
+    std::unique_ptr<char[]> buf(new char[kReadBufferBytes]);
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait(l, [this] { return stop || (!paused && queued < kFloodQueueBytes); });
+        if (stop) return;
+      }
+      pollfd p[2] = {{fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+      int r = ::poll(p, 2, kFloodIdleMs);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        r = 1;  // let the read report what is wrong
+      }
+      if (p[1].revents & POLLIN) {
+        uint64_t v;
+        (void)!::read(wake_fd, &v, sizeof v);
+        continue;  // stop or pause: checked above
+      }
+      bool eof_now = false;
+      size_t n = r > 0 ? DrainPty(fd, buf.get(), kReadBufferBytes, &eof_now) : 0;
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (n > 0) {
+          if (!chunks.empty() && chunks.back().size() + n <= kReadBufferBytes) {
+            chunks.back().append(buf.get(), n);
+          } else {
+            chunks.emplace_back(buf.get(), n);
+          }
+          queued += n;
+        }
+        if (r == 0) idle = true;
+        if (eof_now) eof = true;
+      }
+      if (n > 0 || r == 0 || eof_now) uv_async_send(async);
+      if (r == 0 || eof_now) return;
+    }
+  }
+
+  // Tells the thread to stop and waits for it (it is in poll(2), in a
+  // non-blocking read or waiting on cv: each returns at once).
+  void Join() {
+    if (!thread.joinable()) return;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    uint64_t one = 1;
+    (void)!::write(wake_fd, &one, sizeof one);
+    thread.join();
+  }
+};
 
 // The read buffer of the calling (loop) thread, allocated on first use and
 // never zero-filled: only pages a read has touched are resident.
@@ -170,6 +285,16 @@ class PtyAdapter final : public SessionAdapter {
   void Stop(bool force) override;
   void SetPaused(bool paused) override {
     paused_ = paused;
+    if (flood_) {
+      {
+        std::lock_guard<std::mutex> l(flood_->mu);
+        flood_->paused = paused;
+      }
+      flood_->cv.notify_all();
+      // What was queued when the pause came is emitted from the loop's
+      // next turn (not from inside the manager's call).
+      if (!paused) uv_async_send(flood_async_);
+    }
     UpdatePoll();
   }
 
@@ -177,8 +302,12 @@ class PtyAdapter final : public SessionAdapter {
   static void OnPoll(uv_poll_t* h, int status, int events);
   static void OnSigchld(uv_signal_t* h, int signum);
   static void OnGrace(uv_timer_t* h);
+  static void OnFloodAsync(uv_async_t* h);
 
   void ReadAvailable();
+  void StartFlood();
+  void TakeFlood(bool all = false);
+  void EndFlood();
   void FlushWrites();
   void UpdatePoll();
   void OnEof();
@@ -194,6 +323,8 @@ class PtyAdapter final : public SessionAdapter {
   uv_poll_t* poll_ = nullptr;
   uv_signal_t* sigchld_ = nullptr;
   uv_timer_t* grace_ = nullptr;
+  uv_async_t* flood_async_ = nullptr;
+  std::unique_ptr<FloodReader> flood_;  // set while a reader thread reads
   int poll_events_ = 0;
   bool paused_ = false;
   bool eof_ = false;
@@ -398,31 +529,96 @@ void PtyAdapter::OnPoll(uv_poll_t* h, int status, int events) {
   if (events & (UV_READABLE | UV_DISCONNECT)) self->ReadAvailable();
 }
 
+void EmitChunk(SessionContext* ctx, std::string bytes) {
+  NewEvent ev;
+  ev.channel = "pty:stdout";
+  ev.type = "chunk";
+  ev.encoding = Encoding::kBytes;
+  ev.payload = std::move(bytes);
+  (void)ctx->EmitOutput(std::move(ev));
+}
+
 void PtyAdapter::ReadAvailable() {
-  if (master_ < 0 || eof_) return;
+  if (master_ < 0 || eof_ || flood_) return;  // (a flood reader thread reads)
   char* buf = ThreadReadBuffer();
-  size_t n = 0;
   bool eof = false;
-  while (n < kReadBufferBytes) {
-    ssize_t r = ::read(master_, buf + n, kReadBufferBytes - n);
-    if (r > 0) {
-      n += static_cast<size_t>(r);
-      continue;
+  size_t n = DrainPty(master_, buf, kReadBufferBytes, &eof);
+  if (n > 0) EmitChunk(ctx_, std::string(buf, n));
+  if (eof) {
+    OnEof();
+  } else if (n >= kFloodEnterBytes && !finished_ && !paused_ && !reaped_) {
+    StartFlood();
+  }
+}
+
+void PtyAdapter::StartFlood() {
+  if (flood_async_ == nullptr) {
+    auto* a = new uv_async_t;
+    if (uv_async_init(ctx_->loop(), a, OnFloodAsync) != 0) {
+      delete a;
+      return;  // the loop keeps reading
     }
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    eof = true;  // 0 or EIO: every slave fd is closed
-    break;
+    a->data = this;
+    flood_async_ = a;
   }
-  if (n > 0) {
-    NewEvent ev;
-    ev.channel = "pty:stdout";
-    ev.type = "chunk";
-    ev.encoding = Encoding::kBytes;
-    ev.payload.assign(buf, n);
-    (void)ctx_->EmitOutput(std::move(ev));
+  auto f = std::make_unique<FloodReader>();
+  f->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (f->wake_fd < 0) return;
+  f->async = flood_async_;
+  FloodReader* raw = f.get();
+  int fd = master_;
+  try {
+    f->thread = std::thread([raw, fd] { raw->Run(fd); });
+  } catch (const std::system_error&) {
+    return;  // no thread: the loop keeps reading
   }
-  if (eof) OnEof();
+  flood_ = std::move(f);
+  UpdatePoll();  // the loop stops reading
+}
+
+void PtyAdapter::OnFloodAsync(uv_async_t* h) {
+  auto* self = static_cast<PtyAdapter*>(h->data);
+  if (self != nullptr) self->TakeFlood();
+}
+
+// On the loop: queued chunks become events, one at a time while the session
+// is not paused (unless `all`: the flood is ending). Once the thread has left
+// (idle or EOF) and its queue is empty, it is joined and reading returns to
+// the loop.
+void PtyAdapter::TakeFlood(bool all) {
+  while (flood_ && (all || !paused_)) {
+    std::string chunk;
+    {
+      std::lock_guard<std::mutex> l(flood_->mu);
+      if (flood_->chunks.empty()) break;
+      chunk = std::move(flood_->chunks.front());
+      flood_->chunks.pop_front();
+      flood_->queued -= chunk.size();
+    }
+    flood_->cv.notify_all();  // room in the queue again
+    EmitChunk(ctx_, std::move(chunk));  // may pause the session
+  }
+  if (!flood_) return;
+  bool eof = false;
+  {
+    std::lock_guard<std::mutex> l(flood_->mu);
+    if (!flood_->chunks.empty() || !(flood_->idle || flood_->eof || flood_->stop)) return;
+    eof = flood_->eof;
+  }
+  if (flood_->thread.joinable()) flood_->thread.join();  // it has left Run (or is leaving)
+  flood_.reset();
+  if (eof) {
+    OnEof();
+  } else {
+    UpdatePoll();  // the loop reads again
+  }
+}
+
+// On the loop: stops a reader thread now and emits what it had queued.
+void PtyAdapter::EndFlood() {
+  if (!flood_) return;
+  flood_->Join();
+  TakeFlood(true);
 }
 
 void PtyAdapter::FlushWrites() {
@@ -444,7 +640,7 @@ void PtyAdapter::UpdatePoll() {
   if (poll_ == nullptr) return;
   int events = 0;
   if (!eof_) {
-    if (!paused_) events |= UV_READABLE;
+    if (!paused_ && !flood_) events |= UV_READABLE;
     if (!wbuf_.empty()) events |= UV_WRITABLE;
   }
   if (events == poll_events_) return;
@@ -457,6 +653,8 @@ void PtyAdapter::UpdatePoll() {
 }
 
 void PtyAdapter::OnEof() {
+  if (eof_) return;
+  EndFlood();  // what a reader thread queued comes first
   if (eof_) return;
   eof_ = true;
   wbuf_.clear();
@@ -503,6 +701,7 @@ void PtyAdapter::OnGrace(uv_timer_t* h) {
     uv_timer_start(h, OnGrace, kExitGraceMs, 0);
     return;
   }
+  self->EndFlood();  // its queued output first, then what is left to read
   self->ReadAvailable();
   if (!self->finished_) self->Finish();
 }
@@ -518,6 +717,11 @@ void PtyAdapter::Finish() {
 }
 
 void PtyAdapter::CloseAll() {
+  if (flood_) {
+    flood_->Join();  // before the fd it reads is closed; its queue is dropped
+    flood_.reset();
+  }
+  CloseHandle(flood_async_);
   CloseHandle(poll_);  // stops polling before the fd is closed
   CloseHandle(sigchld_);
   CloseHandle(grace_);
