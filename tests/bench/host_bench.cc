@@ -524,6 +524,16 @@ double WsOutputMbps(int port, int64_t bytes, pid_t host_pid) {
                      ms, static_cast<double>(bytes) / 1e3 / ms, s * 1e3);
       }
     }
+    std::string metrics = Http(port, "GET", "/metrics", "");
+    std::istringstream lines(metrics);
+    std::string line, counters;
+    while (std::getline(lines, line)) {
+      if (line.starts_with("dispatch_session_pauses_total") ||
+          line.starts_with("dispatch_ws_slow_client_total")) {
+        counters += " " + line;
+      }
+    }
+    std::fprintf(stderr, "counters so far:%s\n", counters.c_str());
   }
   ws.Close();
   if (got < bytes) std::fprintf(stderr, "ws output: got %lld of %lld bytes\n",
