@@ -213,16 +213,20 @@ TEST_SUITE("PtyAdapter") {
     });
     const int kLines = 300000;  // ~2 MB per flood
     std::string script = "for i in 1 2 3; do seq 1 " + std::to_string(kLines) +
-                         "; sleep 0.3; done; printf FLOODS-DONE; read line; echo \"got:$line\"";
+                         "; sleep 0.3; done; printf FLOODS-DONE; read a; echo \"got:$a\"; read b; echo \"got2:$b\"";
     std::string run = Create(*mgr, json{{"shell", "/bin/sh"}, {"args", {"-c", script}}});
     REQUIRE(saw("FLOODS-DONE"));
+    // Input while the reader thread is (most likely) still there: its echo
+    // and the answer come through the thread.
+    REQUIRE(mgr->Input(run, "hello\n").ok());
+    REQUIRE(saw("got:hello"));
     stop = true;
     sampler.join();
     CHECK(max_threads.load() > threads);  // a reader thread did the reading
     // Back to the loop: the thread leaves after 50 ms without output.
     CHECK(Eventually([&] { return CountThreads() == threads; }));
-    REQUIRE(mgr->Input(run, "hello\n").ok());
-    REQUIRE(saw("got:hello"));
+    REQUIRE(mgr->Input(run, "again\n").ok());
+    REQUIRE(saw("got2:again"));
     REQUIRE(bus.WaitForEvent(run, "system:status", "closed"));
     REQUIRE(mgr->WaitIdle().ok());
     std::string one;
@@ -237,6 +241,7 @@ TEST_SUITE("PtyAdapter") {
     REQUIRE(stored.size() >= expected.size());
     CHECK(stored.compare(0, expected.size(), expected) == 0);
     CHECK(stored.find("got:hello") != std::string::npos);
+    CHECK(stored.find("got2:again") != std::string::npos);
     std::lock_guard<std::mutex> l(mu);
     CHECK(out == stored);  // delivered = stored
   }
