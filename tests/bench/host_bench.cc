@@ -529,7 +529,10 @@ double WsOutputMbps(int port, int64_t bytes, pid_t host_pid) {
     std::string line, counters;
     while (std::getline(lines, line)) {
       if (line.starts_with("dispatch_session_pauses_total") ||
-          line.starts_with("dispatch_ws_slow_client_total")) {
+          line.starts_with("dispatch_ws_slow_client_total") ||
+          line.starts_with("dispatch_events_appended_total") ||
+          line.starts_with("dispatch_store_group_commits_total") ||
+          line.starts_with("dispatch_ws_frames_sent_total")) {
         counters += " " + line;
       }
     }
