@@ -498,9 +498,12 @@ void SqliteEventStore::WriterLoop() {
     if (WriterCheckpointDue(group)) {
       writer_ckpt_due_ = false;
       wal_pages_ = 0;  // the next commit reports the new size
-      int log = 0, done = 0;
-      int rc = sqlite3_wal_checkpoint_v2(writer_db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                         &log, &done);
+      auto checkpoint = [this] {
+        int log = 0, done = 0;
+        return sqlite3_wal_checkpoint_v2(writer_db_->getHandle(), nullptr,
+                                         SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+      };
+      int rc = checkpoint();
       if (rc == SQLITE_BUSY) {
         // The background checkpointer is copying (one checkpoint at a
         // time): wait for it, then copy the rest. Skipping instead let the
@@ -510,8 +513,7 @@ void SqliteEventStore::WriterLoop() {
           std::unique_lock<std::mutex> lk(ckpt_mu_);
           ckpt_cv_.wait_for(lk, std::chrono::seconds(5), [this] { return !ckpt_running_ || ckpt_stop_; });
         }
-        rc = sqlite3_wal_checkpoint_v2(writer_db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                       &log, &done);
+        rc = checkpoint();
       }
       if (rc == SQLITE_OK) stat_checkpoints_.fetch_add(1);
     }
