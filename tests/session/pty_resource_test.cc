@@ -9,11 +9,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string_view>
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "adapters/pty/pty_adapter.h"
 #include "dispatch/session_manager.h"
 #include "support/session_helpers.h"
 #include "support/slow_store.h"
@@ -283,6 +285,48 @@ TEST_SUITE("PtyAdapter") {
     mgr.reset();
     CHECK(CountChildren() == children);
     CHECK(CountThreads() < threads);  // the manager's loop and its reader threads are gone
+  }
+
+  TEST_CASE("Twenty sessions flooding at once: at most 16 reader threads, the rest read by the loop") {
+    dispatch::testing::TempDir tmp;
+    auto store = dispatch::testing::OpenStore(tmp.file("many.db"));
+    auto mgr = MakeManager(store.get(), tmp.path());
+    EventCollector bus(*mgr, "system:status/closed");
+    std::mutex mu;
+    std::map<std::string, int64_t> seen;
+    mgr->Subscribe("pty:stdout", [&](const dispatch::EventView& e) {
+      std::lock_guard<std::mutex> l(mu);
+      seen[std::string(e.run_id)] += static_cast<int64_t>(e.payload.size());
+    });
+    std::atomic<int> max_readers{0};
+    std::atomic<bool> stop{false};
+    std::thread sampler([&] {
+      while (!stop) {
+        max_readers = std::max(max_readers.load(), dispatch::internal::PtyFloodReaders());
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+    const int kSessions = 20;
+    std::vector<std::string> runs;
+    for (int i = 0; i < kSessions; ++i) runs.push_back(Create(*mgr, json{{"shell", "/usr/bin/yes"}}));
+    // Every session keeps flooding until each has delivered 2 MB.
+    CHECK(Eventually([&] {
+      std::lock_guard<std::mutex> l(mu);
+      for (auto& r : runs) {
+        if (seen[r] < 2'000'000) return false;
+      }
+      return true;
+    }, 60000));
+    // Without the bound this reached 19 here.
+    MESSAGE("reader threads at most: " << max_readers.load());
+    CHECK(max_readers.load() > 0);
+    CHECK(max_readers.load() <= 16);
+    for (auto& r : runs) REQUIRE(mgr->Close(r).ok());
+    for (auto& r : runs) REQUIRE(bus.WaitForEvent(r, "system:status", "closed", 20000));
+    stop = true;
+    sampler.join();
+    REQUIRE(mgr->WaitIdle().ok());
+    CHECK(dispatch::internal::PtyFloodReaders() == 0);
   }
 
   TEST_CASE("200 MB of output through a session: all persisted, RSS stays flat") {

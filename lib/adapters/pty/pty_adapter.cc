@@ -19,7 +19,8 @@
 // reading while the session is paused or kFloodQueueBytes are queued, and
 // hands reading back to the loop after kFloodIdleMs without output, so a
 // keystroke's echo is read on the loop again (no thread hand-off) once a
-// flood is over. A session has at most one reader thread.
+// flood is over. A session has at most one reader thread, the process at
+// most kMaxFloodReaders.
 //
 // Exit: SIGCHLD (a uv_signal per session, started before fork so an early
 // exit is not missed) reaps the child with waitpid on its own pid only. The
@@ -40,6 +41,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -65,6 +67,11 @@ constexpr uint64_t kExitGraceMs = 200;
 constexpr size_t kFloodEnterBytes = 32 * 1024;
 constexpr size_t kFloodQueueBytes = 1024 * 1024;
 constexpr int kFloodIdleMs = 50;
+// Reader threads in the process at once; past that a flooding session is
+// read by its loop, as before (hundreds of sessions flooding at once should
+// not mean hundreds of threads).
+constexpr int kMaxFloodReaders = 16;
+std::atomic<int> g_flood_readers{0};
 
 // Reads `fd` (non-blocking) into `buf` until EAGAIN, EOF/EIO or `cap`
 // bytes. Returns the count; *eof is set on 0 or an error other than EAGAIN
@@ -101,7 +108,9 @@ struct FloodReader {
 
   ~FloodReader() {
     if (wake_fd >= 0) ::close(wake_fd);
+    if (counted) g_flood_readers.fetch_sub(1);
   }
+  bool counted = false;  // holds one of the kMaxFloodReaders places
 
   // The thread's body: reads `fd` until idle, EOF, or told to stop.
   void Run(int fd) {
@@ -561,7 +570,12 @@ void PtyAdapter::StartFlood() {
     a->data = this;
     flood_async_ = a;
   }
+  if (g_flood_readers.fetch_add(1) >= kMaxFloodReaders) {
+    g_flood_readers.fetch_sub(1);
+    return;  // enough threads: the loop keeps reading
+  }
   auto f = std::make_unique<FloodReader>();
+  f->counted = true;
   f->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (f->wake_fd < 0) return;
   f->async = flood_async_;
@@ -744,6 +758,8 @@ PtyAdapter::~PtyAdapter() {
 }
 
 }  // namespace
+
+int PtyFloodReaders() { return g_flood_readers.load(); }
 
 AdapterFactory MakePtyAdapterFactory() {
   return [](const SessionSpec& spec) -> Result<std::unique_ptr<SessionAdapter>> {

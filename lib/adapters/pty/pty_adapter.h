@@ -22,6 +22,10 @@ namespace dispatch::internal {
 
 AdapterFactory MakePtyAdapterFactory();
 
+// Flood reader threads running now in this process (at most 16; see
+// pty_adapter.cc). For tests and diagnostics.
+int PtyFloodReaders();
+
 }  // namespace dispatch::internal
 
 #endif  // DISPATCH_LIB_ADAPTERS_PTY_PTY_ADAPTER_H_
