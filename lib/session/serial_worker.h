@@ -15,6 +15,8 @@
 #include <mutex>
 #include <thread>
 
+#include "util/thread_name.h"
+
 namespace dispatch::internal {
 
 class SerialWorker {
@@ -53,6 +55,7 @@ class SerialWorker {
 
  private:
   void Run() {
+    SetThreadName("dispatch-work");
     std::unique_lock<std::mutex> l(mu_);
     for (;;) {
       cv_.wait(l, [this] { return stop_ || !tasks_.empty(); });

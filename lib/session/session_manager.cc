@@ -38,6 +38,7 @@
 #include "session/builtin_adapters.h"
 #include "session/serial_worker.h"
 #include "util/path_confine.h"
+#include "util/thread_name.h"
 
 namespace dispatch {
 namespace internal {
@@ -458,6 +459,7 @@ Status ManagerImpl::Init(std::string canonical_root) {
 }
 
 void ManagerImpl::LoopThreadMain(ManagerImpl* self, std::promise<void>* ready) {
+  SetThreadName("dispatch-loop");
   self->loop_thread_ = std::this_thread::get_id();
   ready->set_value();
   uv_run(self->loop_, UV_RUN_DEFAULT);

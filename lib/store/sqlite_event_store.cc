@@ -20,6 +20,7 @@
 #include "store/schema.h"
 #include "store/sqlite_catalog.h"
 #include "util/json_check.h"
+#include "util/thread_name.h"
 
 namespace dispatch::internal {
 
@@ -461,6 +462,7 @@ Status SqliteEventStore::QueueAndWait(Request req) {
 }
 
 void SqliteEventStore::WriterLoop() {
+  SetThreadName("dispatch-writer");
   std::vector<Request> group;
   for (;;) {
     group.clear();
@@ -536,6 +538,7 @@ int SqliteEventStore::OnWalCommit(void* self, sqlite3* /*db*/, const char* /*nam
 }
 
 void SqliteEventStore::CheckpointLoop() {
+  SetThreadName("dispatch-ckpt");
   std::unique_ptr<SQLite::Database> db;
   try {
     db = std::make_unique<SQLite::Database>(options_.path, SQLite::OPEN_READWRITE | SQLite::OPEN_NOMUTEX,

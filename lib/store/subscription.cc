@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "store/block_codec.h"
+#include "util/thread_name.h"
 
 namespace dispatch::internal {
 namespace {
@@ -73,6 +74,7 @@ void SubState::Fail(const Status& s) {
 }
 
 void SubState::Run(int64_t backlog_target) {
+  SetThreadName("dispatch-sub");
   {
     std::lock_guard<std::mutex> lk(mu);
     thread_id = std::this_thread::get_id();

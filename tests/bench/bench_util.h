@@ -4,6 +4,7 @@
 #ifndef DISPATCH_TESTS_BENCH_BENCH_UTIL_H_
 #define DISPATCH_TESTS_BENCH_BENCH_UTIL_H_
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pty.h>
@@ -16,6 +17,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +54,73 @@ inline double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
   return v[std::min(i, v.size() - 1)];
+}
+
+// CPU use of a process, for diagnostics (--cpu): the machine's busy and
+// total time (/proc/stat; busy = not idle or iowait), the process's own
+// (threads that have exited included), its reaped children's, and each live
+// thread's ("comm/tid"), all in seconds.
+struct CpuSnap {
+  double machine_busy = 0, machine_total = 0;
+  double process = 0, children = 0;
+  std::map<std::string, double> threads;  // "comm/tid" -> seconds
+};
+
+inline CpuSnap TakeCpuSnap(pid_t pid) {
+  CpuSnap c;
+  double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  {
+    std::ifstream f("/proc/stat");
+    std::string cpu;
+    f >> cpu;
+    double v[10] = {};
+    for (double& x : v) f >> x;
+    for (double x : v) c.machine_total += x;
+    c.machine_busy = c.machine_total - v[3] - v[4];
+    c.machine_total /= tick;
+    c.machine_busy /= tick;
+  }
+  {
+    // The whole process (threads that have exited included) and its
+    // reaped children (the session's program).
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(f, line);
+    size_t r = line.rfind(')');
+    if (r != std::string::npos) {
+      std::istringstream rest(line.substr(r + 2));
+      std::string field;
+      double v[18] = {};
+      for (int i = 3; i <= 17; ++i) {
+        rest >> field;
+        v[i] = std::atof(field.c_str());
+      }
+      c.process = (v[14] + v[15]) / tick;
+      c.children = (v[16] + v[17]) / tick;
+    }
+  }
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream f(dir + "/" + e->d_name + "/stat");
+      std::string line;
+      std::getline(f, line);
+      size_t l = line.find('('), r = line.rfind(')');
+      if (l == std::string::npos || r == std::string::npos) continue;
+      std::istringstream rest(line.substr(r + 2));
+      std::string field;
+      double ut = 0, st = 0;
+      for (int i = 3; i <= 15; ++i) {
+        rest >> field;
+        if (i == 14) ut = std::atof(field.c_str());
+        if (i == 15) st = std::atof(field.c_str());
+      }
+      c.threads[line.substr(l + 1, r - l - 1) + "/" + e->d_name] = (ut + st) / tick;
+    }
+    closedir(d);
+  }
+  return c;
 }
 
 inline std::string JsonString(std::string_view s) {

@@ -366,76 +366,12 @@ void Attach(Ws& ws, const std::string& run, int64_t after = 0) {
 }
 
 
-// --cpu: where the CPU went during one ws_output run (diagnostic). Per
-// thread of the host (from /proc/PID/task), the benchmark client, and the
-// whole machine (busy = not idle/iowait in /proc/stat); "rest" is head, the
-// kernel's tty workers and everything else.
+// --cpu: where the CPU went during one ws_output run (diagnostic): per
+// thread of the host, the benchmark client, the session's program and the
+// rest of the machine (bench::CpuSnap).
 bool g_cpu_report = false;
 
-struct CpuSnap {
-  double machine_busy = 0, machine_total = 0;
-  double host_total = 0, children = 0;
-  std::map<std::string, double> threads;  // "comm/tid" -> seconds
-};
-
-CpuSnap TakeCpuSnap(pid_t host) {
-  CpuSnap c;
-  double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
-  {
-    std::ifstream f("/proc/stat");
-    std::string cpu;
-    f >> cpu;
-    double v[10] = {};
-    for (double& x : v) f >> x;
-    for (double x : v) c.machine_total += x;
-    c.machine_busy = c.machine_total - v[3] - v[4];
-    c.machine_total /= tick;
-    c.machine_busy /= tick;
-  }
-  {
-    // The whole process (threads that have exited included) and its
-    // reaped children (the session's program).
-    std::ifstream f("/proc/" + std::to_string(host) + "/stat");
-    std::string line;
-    std::getline(f, line);
-    size_t r = line.rfind(')');
-    if (r != std::string::npos) {
-      std::istringstream rest(line.substr(r + 2));
-      std::string field;
-      double v[18] = {};
-      for (int i = 3; i <= 17; ++i) {
-        rest >> field;
-        v[i] = std::atof(field.c_str());
-      }
-      c.host_total = (v[14] + v[15]) / tick;
-      c.children = (v[16] + v[17]) / tick;
-    }
-  }
-  std::string dir = "/proc/" + std::to_string(host) + "/task";
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      std::ifstream f(dir + "/" + e->d_name + "/stat");
-      std::string line;
-      std::getline(f, line);
-      size_t l = line.find('('), r = line.rfind(')');
-      if (l == std::string::npos || r == std::string::npos) continue;
-      std::istringstream rest(line.substr(r + 2));
-      std::string field;
-      double ut = 0, st = 0;
-      for (int i = 3; i <= 15; ++i) {
-        rest >> field;
-        if (i == 14) ut = std::atof(field.c_str());
-        if (i == 15) st = std::atof(field.c_str());
-      }
-      c.threads[line.substr(l + 1, r - l - 1) + "/" + e->d_name] = (ut + st) / tick;
-    }
-    closedir(d);
-  }
-  return c;
-}
-
-void ReportCpu(const CpuSnap& a, const CpuSnap& b, double client_s, double wall) {
+void ReportCpu(const bench::CpuSnap& a, const bench::CpuSnap& b, double client_s, double wall) {
   double host = 0;
   std::string parts;
   for (auto& [k, v] : b.threads) {
@@ -449,7 +385,7 @@ void ReportCpu(const CpuSnap& a, const CpuSnap& b, double client_s, double wall)
     }
   }
   double busy = b.machine_busy - a.machine_busy;
-  host = b.host_total - a.host_total;  // with threads that have exited
+  host = b.process - a.process;  // with threads that have exited
   double child = b.children - a.children;
   std::fprintf(stderr,
                "cpu (cores busy over %.2f s): machine %.2f of %.2f, host %.2f [%s ], program %.2f, "
@@ -495,7 +431,7 @@ std::vector<double> WsEchoUs(int port, int samples) {
 }
 
 double WsOutputMbps(int port, int64_t bytes, pid_t host_pid) {
-  CpuSnap cpu0 = TakeCpuSnap(host_pid);
+  bench::CpuSnap cpu0 = bench::TakeCpuSnap(host_pid);
   double client0 = ThreadCpuMs();
   auto t0 = Clock::now();
   std::string run = CreateSession(
@@ -513,7 +449,7 @@ double WsOutputMbps(int port, int64_t bytes, pid_t host_pid) {
   }
   double s = Seconds(Clock::now() - t0);
   if (g_cpu_report) {
-    ReportCpu(cpu0, TakeCpuSnap(host_pid), (ThreadCpuMs() - client0) / 1e3, s);
+    ReportCpu(cpu0, bench::TakeCpuSnap(host_pid), (ThreadCpuMs() - client0) / 1e3, s);
     // The pty side's own pace: created -> stopped, from the session list.
     json list = json::parse(Http(port, "GET", "/api/sessions", ""), nullptr, false);
     if (!list.is_discarded()) {

@@ -3,7 +3,11 @@
 // with bare-pty baselines measured in the same run. Not part of ctest.
 //
 //   build/tests/bench/runtime_bench [--quick] [--dir DIR] [--bytes N] [--rounds N]
-//                                   [--echo-only | --throughput-only]
+//                                   [--echo-only | --throughput-only] [--cpu]
+//
+// --cpu: per session round, the CPU per MB of each of this process's threads
+//   (by name: dispatch-loop, dispatch-writer, ...), of the session's program,
+//   and how busy the machine was (stderr).
 //
 // pty_throughput_mbps: N bytes (default 200 MB) of `head -c N /dev/zero` on a
 //   pty session, from CreateSession until the `closed` event is committed —
@@ -23,6 +27,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -171,7 +176,7 @@ struct Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, echo_only = false, throughput_only = false;
+  bool quick = false, echo_only = false, throughput_only = false, cpu_report = false;
   int rounds_arg = 0;
   int64_t bytes = 200'000'000;
   std::string dir;
@@ -180,6 +185,8 @@ int main(int argc, char** argv) {
     if (a == "--quick") {
       quick = true;
       bytes = 50'000'000;
+    } else if (a == "--cpu") {
+      cpu_report = true;
     } else if (a == "--echo-only") {
       echo_only = true;
     } else if (a == "--throughput-only") {
@@ -209,8 +216,35 @@ int main(int argc, char** argv) {
       double c0 = CpuSeconds();
       bares.push_back(BarePtyMbps(bytes));
       double c1 = CpuSeconds();
+      CpuSnap snap0 = TakeCpuSnap(getpid());
+      auto w0 = Clock::now();
       sessions.push_back(b.SessionMbps(bytes));
       double c2 = CpuSeconds();
+      if (cpu_report) {
+        // Per thread of this process (by name), during the session round.
+        CpuSnap snap1 = TakeCpuSnap(getpid());
+        double wall = Seconds(Clock::now() - w0);
+        std::map<std::string, double> by_name;
+        double listed = 0;
+        for (auto& [k, v] : snap1.threads) {
+          auto it = snap0.threads.find(k);
+          double d = v - (it == snap0.threads.end() ? 0 : it->second);
+          by_name[k.substr(0, k.find('/'))] += d;
+          listed += d;
+        }
+        std::string parts;
+        for (auto& [name, sec] : by_name) {
+          if (sec >= 0.005) parts += " " + name + "=" + std::to_string(sec * 1000 / (bytes / 1e6)).substr(0, 4);
+        }
+        double gone = (snap1.process - snap0.process) - listed;  // threads that have exited
+        std::fprintf(stderr,
+                     "# session cpu, ms/MB: all %.2f [%s, exited threads (pty reader)=%.2f ], "
+                     "program %.2f; machine %.2f of %.2f cores busy\n",
+                     (snap1.process - snap0.process) * 1000 / (bytes / 1e6), parts.c_str(),
+                     gone * 1000 / (bytes / 1e6), (snap1.children - snap0.children) * 1000 / (bytes / 1e6),
+                     (snap1.machine_busy - snap0.machine_busy) / wall,
+                     (snap1.machine_total - snap0.machine_total) / wall);
+      }
       ratios.push_back(sessions.back() / bares.back());
       bare_cpu = std::min(bare_cpu, c1 - c0);
       session_cpu = std::min(session_cpu, c2 - c1);

@@ -27,6 +27,7 @@
 // exit is reported after the master reads EOF/EIO (all output drained) or,
 // if something else keeps the terminal open, after a short grace period.
 #include "adapters/pty/pty_adapter.h"
+#include "util/thread_name.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -114,6 +115,7 @@ struct FloodReader {
 
   // The thread's body: reads `fd` until idle, EOF, or told to stop.
   void Run(int fd) {
+    SetThreadName("dispatch-pty");
     std::unique_ptr<char[]> buf(new char[kReadBufferBytes]);
     for (;;) {
       {
