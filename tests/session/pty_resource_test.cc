@@ -205,28 +205,33 @@ TEST_SUITE("PtyAdapter") {
       }, 60000);
     };
     int threads = CountThreads();
-    std::atomic<int> max_threads{0};
+    std::atomic<int> max_readers{0};
     std::atomic<bool> stop{false};
     std::thread sampler([&] {
       while (!stop) {
-        max_threads = std::max(max_threads.load(), CountThreads());
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        max_readers = std::max(max_readers.load(), dispatch::internal::PtyFloodReaders());
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
     });
     const int kLines = 300000;  // ~2 MB per flood
-    std::string script = "for i in 1 2 3; do seq 1 " + std::to_string(kLines) +
-                         "; sleep 0.3; done; printf FLOODS-DONE; read a; echo \"got:$a\"; read b; echo \"got2:$b\"";
+    std::string flood = "seq 1 " + std::to_string(kLines);
+    // No pause after the last flood: the input below arrives while its
+    // reader thread is usually still there (50 ms), and its echo and answer
+    // are then read by it.
+    std::string script = flood + "; sleep 0.3; " + flood + "; sleep 0.3; " + flood +
+                         "; printf FLOODS-DONE; read a; echo \"got:$a\"; read b; echo \"got2:$b\"";
     std::string run = Create(*mgr, json{{"shell", "/bin/sh"}, {"args", {"-c", script}}});
     REQUIRE(saw("FLOODS-DONE"));
-    // Input while the reader thread is (most likely) still there: its echo
-    // and the answer come through the thread.
+    bool reader_there = dispatch::internal::PtyFloodReaders() > 0;
     REQUIRE(mgr->Input(run, "hello\n").ok());
     REQUIRE(saw("got:hello"));
+    MESSAGE("reader thread there when the input came: " << reader_there);
+    CHECK(max_readers.load() > 0);  // a reader thread did the reading
+    // Back to the loop: the thread leaves after 50 ms without output.
+    CHECK(Eventually([&] { return dispatch::internal::PtyFloodReaders() == 0; }));
     stop = true;
     sampler.join();
-    CHECK(max_threads.load() > threads);  // a reader thread did the reading
-    // Back to the loop: the thread leaves after 50 ms without output.
-    CHECK(Eventually([&] { return CountThreads() == threads; }));
+    CHECK(CountThreads() == threads);
     REQUIRE(mgr->Input(run, "again\n").ok());
     REQUIRE(saw("got2:again"));
     REQUIRE(bus.WaitForEvent(run, "system:status", "closed"));
@@ -270,21 +275,27 @@ TEST_SUITE("PtyAdapter") {
       int64_t before = seen.load();
       std::string run = Create(*mgr, yes);
       REQUIRE(Eventually([&] { return seen.load() > before + 2'000'000; }));
-      REQUIRE(mgr->Close(run, CloseOptions{0, i % 2 == 1}).ok());  // graceful, then forced
+      // Graceful (SIGHUP; `yes` ends and its output is drained), then forced.
+      REQUIRE(mgr->Close(run, i % 2 == 0 ? CloseOptions{3000, false} : CloseOptions{0, true}).ok());
       REQUIRE(bus->WaitForEvent(run, "system:status", "closed"));
     }
     REQUIRE(mgr->WaitIdle().ok());
+    CHECK(dispatch::internal::PtyFloodReaders() == 0);
     CHECK(Eventually([&] { return CountThreads() == threads; }));
     CHECK(CountChildren() == children);
     CHECK(CountFds() == fds);
     // Destroying the manager mid-flood: the thread is stopped and joined.
     Create(*mgr, yes);
     int64_t before = seen.load();
-    REQUIRE(Eventually([&] { return seen.load() > before + 2'000'000; }));
+    REQUIRE(Eventually([&] {
+      return seen.load() > before + 2'000'000 && dispatch::internal::PtyFloodReaders() > 0;
+    }));
     bus.reset();
     mgr.reset();
+    CHECK(dispatch::internal::PtyFloodReaders() == 0);
     CHECK(CountChildren() == children);
-    CHECK(CountThreads() < threads);  // the manager's loop and its reader threads are gone
+    CHECK(CountThreads() == threads - 2);  // the manager's loop and catalog worker are gone too
+    CHECK(CountFds() <= fds);
   }
 
   TEST_CASE("Twenty sessions flooding at once: at most 16 reader threads, the rest read by the loop") {

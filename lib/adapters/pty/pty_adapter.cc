@@ -15,9 +15,10 @@
 // thread takes over: it poll(2)s and drains the master and queues the bytes
 // (appending to the last queued chunk up to kReadBufferBytes), and the loop
 // turns each queued chunk into a pty:stdout event, in order, from a uv_async
-// callback. Only the loop thread calls the SessionContext. The thread stops
-// reading while the session is paused or kFloodQueueBytes are queued, and
-// hands reading back to the loop after kFloodIdleMs without output, so a
+// callback. Only the loop thread calls the SessionContext. The thread waits
+// while kFloodQueueBytes are queued, leaves when the session is paused, and
+// hands reading back to the loop after kFloodIdleMs without output (and when
+// the session is paused: the loop reads again after the resume), so a
 // keystroke's echo is read on the loop again (no thread hand-off) once a
 // flood is over. A session has at most one reader thread, the process at
 // most kMaxFloodReaders.
@@ -99,36 +100,42 @@ struct FloodReader {
   std::condition_variable cv;
   std::deque<std::string> chunks;  // guarded by mu, as are the fields below
   size_t queued = 0;               // bytes in chunks
-  bool paused = false;             // the session is paused: do not read
+  bool paused = false;             // the session is paused: the thread leaves
   bool stop = false;               // the loop wants the thread gone
-  bool idle = false;               // no output for kFloodIdleMs: the thread left
+  bool idle = false;               // the thread left (idle, paused, or an error)
   bool eof = false;                // the thread read EOF/EIO and left
   int wake_fd = -1;                // eventfd: interrupts the thread's poll(2)
   uv_async_t* async = nullptr;     // the loop's wake-up (owned by the adapter)
+  std::unique_ptr<char[]> buf;     // the thread's read buffer
   std::thread thread;
+  // Holds one of the kMaxFloodReaders places until the thread has left (a
+  // paused session's queue may wait for the loop much longer).
+  std::atomic<bool> counted{false};
 
   ~FloodReader() {
     if (wake_fd >= 0) ::close(wake_fd);
-    if (counted) g_flood_readers.fetch_sub(1);
+    Uncount();
   }
-  bool counted = false;  // holds one of the kMaxFloodReaders places
+  void Uncount() {
+    if (counted.exchange(false)) g_flood_readers.fetch_sub(1);
+  }
 
-  // The thread's body: reads `fd` until idle, EOF, or told to stop.
+  // The thread's body: reads `fd` until idle, EOF, a pause, or told to stop.
   void Run(int fd) {
     SetThreadName("dispatch-pty");
-    std::unique_ptr<char[]> buf(new char[kReadBufferBytes]);
     for (;;) {
       {
         std::unique_lock<std::mutex> l(mu);
-        cv.wait(l, [this] { return stop || (!paused && queued < kFloodQueueBytes); });
-        if (stop) return;
+        cv.wait(l, [this] { return stop || paused || queued < kFloodQueueBytes; });
+        if (stop) break;
+        if (paused) {  // the loop reads again once the session resumes
+          idle = true;
+          break;
+        }
       }
       pollfd p[2] = {{fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
       int r = ::poll(p, 2, kFloodIdleMs);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        r = 1;  // let the read report what is wrong
-      }
+      if (r < 0 && errno == EINTR) continue;
       if (p[1].revents & POLLIN) {
         uint64_t v;
         (void)!::read(wake_fd, &v, sizeof v);
@@ -136,6 +143,7 @@ struct FloodReader {
       }
       bool eof_now = false;
       size_t n = r > 0 ? DrainPty(fd, buf.get(), kReadBufferBytes, &eof_now) : 0;
+      bool leave = r <= 0 || eof_now;  // idle (or poll failed): back to the loop
       {
         std::lock_guard<std::mutex> l(mu);
         if (n > 0) {
@@ -146,12 +154,19 @@ struct FloodReader {
           }
           queued += n;
         }
-        if (r == 0) idle = true;
-        if (eof_now) eof = true;
+        if (leave) {
+          if (eof_now) {
+            eof = true;
+          } else {
+            idle = true;
+          }
+        }
       }
-      if (n > 0 || r == 0 || eof_now) uv_async_send(async);
-      if (r == 0 || eof_now) return;
+      if (n > 0 || leave) uv_async_send(async);
+      if (leave) break;
     }
+    Uncount();
+    uv_async_send(async);  // (a thread that left while paused: the loop joins it)
   }
 
   // Tells the thread to stop and waits for it (it is in poll(2), in a
@@ -302,9 +317,14 @@ class PtyAdapter final : public SessionAdapter {
         flood_->paused = paused;
       }
       flood_->cv.notify_all();
-      // What was queued when the pause came is emitted from the loop's
-      // next turn (not from inside the manager's call).
-      if (!paused) uv_async_send(flood_async_);
+      if (paused) {  // out of its poll(2): it leaves, the loop reads after the resume
+        uint64_t one = 1;
+        (void)!::write(flood_->wake_fd, &one, sizeof one);
+      } else {
+        // What was queued when the pause came is emitted from the loop's
+        // next turn (not from inside the manager's call).
+        uv_async_send(flood_async_);
+      }
     }
     UpdatePoll();
   }
@@ -563,6 +583,12 @@ void PtyAdapter::ReadAvailable() {
 }
 
 void PtyAdapter::StartFlood() {
+  if (g_flood_readers.fetch_add(1) >= kMaxFloodReaders) {
+    g_flood_readers.fetch_sub(1);
+    return;  // enough threads: the loop keeps reading
+  }
+  auto f = std::make_unique<FloodReader>();
+  f->counted = true;  // (released by its destructor if no thread starts)
   if (flood_async_ == nullptr) {
     auto* a = new uv_async_t;
     if (uv_async_init(ctx_->loop(), a, OnFloodAsync) != 0) {
@@ -572,15 +598,10 @@ void PtyAdapter::StartFlood() {
     a->data = this;
     flood_async_ = a;
   }
-  if (g_flood_readers.fetch_add(1) >= kMaxFloodReaders) {
-    g_flood_readers.fetch_sub(1);
-    return;  // enough threads: the loop keeps reading
-  }
-  auto f = std::make_unique<FloodReader>();
-  f->counted = true;
   f->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (f->wake_fd < 0) return;
   f->async = flood_async_;
+  f->buf.reset(new char[kReadBufferBytes]);
   FloodReader* raw = f.get();
   int fd = master_;
   try {
