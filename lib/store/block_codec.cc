@@ -74,10 +74,10 @@ void EncodeEventView(const EventView& e, int64_t* prev_ts, std::string* body) {
 }
 
 Codec CompressBody(std::string_view body, std::string* out) {
-  out->clear();
   if (body.size() >= kMinCompressBytes && body.size() < static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
     int bound = LZ4_compressBound(static_cast<int>(body.size()));
-    out->resize(static_cast<size_t>(bound));
+    // Grown, not cleared first: a reused buffer is not zero-filled again.
+    if (out->size() < static_cast<size_t>(bound)) out->resize(static_cast<size_t>(bound));
     int n = LZ4_compress_default(body.data(), out->data(), static_cast<int>(body.size()), bound);
     // Keep the compressed form only if it saves at least 1/16.
     if (n > 0 && static_cast<size_t>(n) < body.size() - body.size() / 16) {

@@ -736,7 +736,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     SQLite::Statement& upd_run = st.upd_run;
     SQLite::Statement& ins_block = st.ins_block;
     SQLite::Statement& ins_id = st.ins_id;
-    std::string packed;
+    std::string& packed = pack_buffer_;  // reused: no allocation per commit
     for (const std::string& run_id : order) {
       RunWork& w = runs[run_id];
       if (w.added_events == 0) continue;
@@ -797,6 +797,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     }
     txn.Commit();
     next_pos_ = next_pos;
+    if (pack_buffer_.capacity() > (size_t{4} << 20)) std::string().swap(pack_buffer_);
     // Bounded: a long-lived store sees many runs, most of them finished.
     if (run_state_.size() + runs.size() > 4096) run_state_.clear();
     for (const auto& [id, w] : runs) {

@@ -155,6 +155,9 @@ class SqliteEventStore final : public EventStore {
   // checkpoints itself between two groups.
   int wal_pages_ = 0;
   bool writer_ckpt_due_ = false;  // writer role only
+  // The compressed form of the block being written (writer role only),
+  // kept between commits; released when a huge event made it large.
+  std::string pack_buffer_;
   // Whether the writer thread should checkpoint after `group` (just
   // committed): past kWriterCheckpointPages after a flood-sized group, or past
   // the hard bound. Sticky until the writer thread has done it.
