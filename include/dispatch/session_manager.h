@@ -25,7 +25,10 @@
 // thread-safe entry point; every other method is a thread-safe convenience
 // that runs inline when called on the loop thread and otherwise posts to the
 // loop and waits for the result. Callbacks (bus handlers, hooks, the error
-// handler) run on the loop thread. See doc/threading.md.
+// handler) run on the loop thread. (A pty session that floods output is read
+// by a helper thread of its own, which only reads; its events are still
+// emitted, committed and delivered from the loop, in order.) See
+// doc/threading.md.
 //
 // Thread-safety: thread-safe through Post(); all other methods are
 // convenience wrappers over it (blocking when called off the loop thread).
