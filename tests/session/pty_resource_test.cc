@@ -92,6 +92,30 @@ bool Eventually(const std::function<bool()>& pred, int ms = 10000) {
   return pred();
 }
 
+// The most pty flood reader threads seen running at once, sampled every ms
+// on a thread of its own from construction until Stop().
+class ReaderSampler {
+ public:
+  ReaderSampler()
+      : thread_([this] {
+          while (!stop_) {
+            max_ = std::max(max_.load(), dispatch::internal::PtyFloodReaders());
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
+        }) {}
+  ~ReaderSampler() { Stop(); }
+  int Max() const { return max_.load(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::atomic<int> max_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;  // last: started once the fields above exist
+};
+
 }  // namespace
 
 TEST_SUITE("PtyAdapter") {
@@ -205,14 +229,7 @@ TEST_SUITE("PtyAdapter") {
       }, 60000);
     };
     int threads = CountThreads();
-    std::atomic<int> max_readers{0};
-    std::atomic<bool> stop{false};
-    std::thread sampler([&] {
-      while (!stop) {
-        max_readers = std::max(max_readers.load(), dispatch::internal::PtyFloodReaders());
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-    });
+    ReaderSampler readers;
     const int kLines = 300000;  // ~2 MB per flood
     std::string flood = "seq 1 " + std::to_string(kLines);
     // No pause after the last flood: the input below arrives while its
@@ -226,11 +243,10 @@ TEST_SUITE("PtyAdapter") {
     REQUIRE(mgr->Input(run, "hello\n").ok());
     REQUIRE(saw("got:hello"));
     MESSAGE("reader thread there when the input came: " << reader_there);
-    CHECK(max_readers.load() > 0);  // a reader thread did the reading
+    CHECK(readers.Max() > 0);  // a reader thread did the reading
     // Back to the loop: the thread leaves after 50 ms without output.
     CHECK(Eventually([&] { return dispatch::internal::PtyFloodReaders() == 0; }));
-    stop = true;
-    sampler.join();
+    readers.Stop();
     CHECK(CountThreads() == threads);
     REQUIRE(mgr->Input(run, "again\n").ok());
     REQUIRE(saw("got2:again"));
@@ -309,14 +325,7 @@ TEST_SUITE("PtyAdapter") {
       std::lock_guard<std::mutex> l(mu);
       seen[std::string(e.run_id)] += static_cast<int64_t>(e.payload.size());
     });
-    std::atomic<int> max_readers{0};
-    std::atomic<bool> stop{false};
-    std::thread sampler([&] {
-      while (!stop) {
-        max_readers = std::max(max_readers.load(), dispatch::internal::PtyFloodReaders());
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-    });
+    ReaderSampler readers;
     const int kSessions = 20;
     std::vector<std::string> runs;
     for (int i = 0; i < kSessions; ++i) runs.push_back(Create(*mgr, json{{"shell", "/usr/bin/yes"}}));
@@ -329,13 +338,12 @@ TEST_SUITE("PtyAdapter") {
       return true;
     }, 60000));
     // Without the bound this reached 19 here.
-    MESSAGE("reader threads at most: " << max_readers.load());
-    CHECK(max_readers.load() > 0);
-    CHECK(max_readers.load() <= 16);
+    MESSAGE("reader threads at most: " << readers.Max());
+    CHECK(readers.Max() > 0);
+    CHECK(readers.Max() <= 16);
     for (auto& r : runs) REQUIRE(mgr->Close(r).ok());
     for (auto& r : runs) REQUIRE(bus.WaitForEvent(r, "system:status", "closed", 20000));
-    stop = true;
-    sampler.join();
+    readers.Stop();
     REQUIRE(mgr->WaitIdle().ok());
     CHECK(dispatch::internal::PtyFloodReaders() == 0);
   }

@@ -16,11 +16,10 @@
 // (appending to the last queued chunk up to kReadBufferBytes), and the loop
 // turns each queued chunk into a pty:stdout event, in order, from a uv_async
 // callback. Only the loop thread calls the SessionContext. The thread waits
-// while kFloodQueueBytes are queued, leaves when the session is paused, and
-// hands reading back to the loop after kFloodIdleMs without output (and when
-// the session is paused: the loop reads again after the resume), so a
-// keystroke's echo is read on the loop again (no thread hand-off) once a
-// flood is over. A session has at most one reader thread, the process at
+// while kFloodQueueBytes are queued, and hands reading back to the loop when
+// the session is paused (the loop reads again after the resume) and after
+// kFloodIdleMs without output, so a keystroke's echo is read on the loop
+// again (no thread hand-off) once a flood is over. A session has at most one reader thread, the process at
 // most kMaxFloodReaders.
 //
 // Exit: SIGCHLD (a uv_signal per session, started before fork so an early
@@ -28,7 +27,6 @@
 // exit is reported after the master reads EOF/EIO (all output drained) or,
 // if something else keeps the terminal open, after a short grace period.
 #include "adapters/pty/pty_adapter.h"
-#include "util/thread_name.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +53,8 @@
 #include <system_error>
 #include <thread>
 #include <vector>
+
+#include "util/thread_name.h"
 
 extern char** environ;
 
@@ -169,6 +169,14 @@ struct FloodReader {
     uv_async_send(async);  // (a thread that left while paused: the loop joins it)
   }
 
+  // Gets the thread out of poll(2) (or its wait on cv) to look at
+  // stop/paused.
+  void Wake() {
+    cv.notify_all();
+    uint64_t one = 1;
+    (void)!::write(wake_fd, &one, sizeof one);
+  }
+
   // Tells the thread to stop and waits for it (it is in poll(2), in a
   // non-blocking read or waiting on cv: each returns at once).
   void Join() {
@@ -177,9 +185,7 @@ struct FloodReader {
       std::lock_guard<std::mutex> l(mu);
       stop = true;
     }
-    cv.notify_all();
-    uint64_t one = 1;
-    (void)!::write(wake_fd, &one, sizeof one);
+    Wake();
     thread.join();
   }
 };
@@ -316,10 +322,8 @@ class PtyAdapter final : public SessionAdapter {
         std::lock_guard<std::mutex> l(flood_->mu);
         flood_->paused = paused;
       }
-      flood_->cv.notify_all();
       if (paused) {  // out of its poll(2): it leaves, the loop reads after the resume
-        uint64_t one = 1;
-        (void)!::write(flood_->wake_fd, &one, sizeof one);
+        flood_->Wake();
       } else {
         // What was queued when the pause came is emitted from the loop's
         // next turn (not from inside the manager's call).
