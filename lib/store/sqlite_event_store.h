@@ -155,9 +155,6 @@ class SqliteEventStore final : public EventStore {
   // checkpoints itself between two groups.
   int wal_pages_ = 0;
   bool writer_ckpt_due_ = false;  // writer role only
-  // The compressed form of the block being written (writer role only),
-  // kept between commits; released when a huge event made it large.
-  std::string pack_buffer_;
   // Whether the writer thread should checkpoint after `group` (just
   // committed): past kWriterCheckpointPages after a flood-sized group, or past
   // the hard bound. Sticky until the writer thread has done it.
@@ -166,6 +163,9 @@ class SqliteEventStore final : public EventStore {
   // next_position, last block's last_pos + 1), kept in memory; store_meta is
   // only written when retention deletes blocks (doc/storage.md).
   int64_t next_pos_ = 1;
+  // The compressed form of the block being written (writer role only),
+  // kept between commits; released when a huge event made it large.
+  std::string pack_buffer_;
   // run id → (run_pk, first_seq, last_seq) as this writer's last commits
   // left them (writer role only), so that a commit need not read its run's
   // row first. Valid only while the database's data version

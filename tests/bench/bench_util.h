@@ -123,6 +123,16 @@ inline CpuSnap TakeCpuSnap(pid_t pid) {
   return c;
 }
 
+// CPU seconds each thread alive at `b` ("comm/tid") used since `a`.
+inline std::map<std::string, double> ThreadCpuDelta(const CpuSnap& a, const CpuSnap& b) {
+  std::map<std::string, double> d;
+  for (const auto& [k, v] : b.threads) {
+    auto it = a.threads.find(k);
+    d[k] = v - (it == a.threads.end() ? 0 : it->second);
+  }
+  return d;
+}
+
 inline std::string JsonString(std::string_view s) {
   std::string o = "\"";
   for (char c : s) {

@@ -372,12 +372,8 @@ void Attach(Ws& ws, const std::string& run, int64_t after = 0) {
 bool g_cpu_report = false;
 
 void ReportCpu(const bench::CpuSnap& a, const bench::CpuSnap& b, double client_s, double wall) {
-  double host = 0;
   std::string parts;
-  for (auto& [k, v] : b.threads) {
-    auto it = a.threads.find(k);
-    double d = v - (it == a.threads.end() ? 0 : it->second);
-    host += d;
+  for (const auto& [k, d] : bench::ThreadCpuDelta(a, b)) {
     if (d > 0.01) {
       char buf[96];
       std::snprintf(buf, sizeof buf, " %s=%.2f", k.c_str(), d / wall);
@@ -385,7 +381,7 @@ void ReportCpu(const bench::CpuSnap& a, const bench::CpuSnap& b, double client_s
     }
   }
   double busy = b.machine_busy - a.machine_busy;
-  host = b.process - a.process;  // with threads that have exited
+  double host = b.process - a.process;  // with threads that have exited
   double child = b.children - a.children;
   std::fprintf(stderr,
                "cpu (cores busy over %.2f s): machine %.2f of %.2f, host %.2f [%s ], program %.2f, "

@@ -226,9 +226,7 @@ int main(int argc, char** argv) {
         double wall = Seconds(Clock::now() - w0);
         std::map<std::string, double> by_name;
         double listed = 0;
-        for (auto& [k, v] : snap1.threads) {
-          auto it = snap0.threads.find(k);
-          double d = v - (it == snap0.threads.end() ? 0 : it->second);
+        for (const auto& [k, d] : ThreadCpuDelta(snap0, snap1)) {
           by_name[k.substr(0, k.find('/'))] += d;
           listed += d;
         }
