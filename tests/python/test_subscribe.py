@@ -197,6 +197,9 @@ def test_raising_callbacks_do_not_harm_a_running_session(manager, store, caplog)
             assert s.wait(10) == 0
         manager.wait_idle(s.run_id)
         wait_for(lambda: len(seen) == store.last_seq(s.run_id))
+        # The callback appends before it raises; the error is counted once it
+        # has returned, so the last one may still be on its way.
+        wait_for(lambda: sub.error_count >= len(seen) + 1)
     assert seen == list(range(1, store.last_seq(s.run_id) + 1))
     kinds = [type(x) for x in sub.errors]
     assert kinds.count(SystemExit) == 1 and KeyError in kinds
