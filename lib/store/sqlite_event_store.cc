@@ -4,11 +4,15 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <system_error>
@@ -142,6 +146,17 @@ constexpr int kCheckpointPages = 1000;
 constexpr int kWriterCheckpointPages = 4000;
 constexpr int kWriterCheckpointHardPages = 16000;
 constexpr size_t kFloodGroupBytes = 256 * 1024;
+// The append journal (exclusive stores): what one journaled append may hold,
+// and how much may wait for the copy into SQLite. The writer copies once the
+// journal has been idle for g_journal_idle_us (20 ms) or past the soft bound; past the
+// hard bounds appends commit the usual way (which copies too).
+constexpr size_t kJournalMaxAppendEvents = 256;
+constexpr size_t kJournalMaxAppendBytes = 64 * 1024;
+constexpr int64_t kJournalSoftPending = 256;
+constexpr size_t kJournalMaxPending = 1024;
+constexpr size_t kJournalMaxPendingBytes = size_t{1} << 20;
+constexpr uint64_t kJournalMaxFileBytes = uint64_t{8} << 20;
+std::atomic<int64_t> g_journal_idle_us{20'000};
 
 // > 0 while this thread is inside a read (holding the store's life lock):
 // Close from there would deadlock, so it is refused.
@@ -231,6 +246,8 @@ struct RunWork {
 
 }  // namespace
 
+int64_t SetJournalIdleMicrosForTest(int64_t us) { return g_journal_idle_us.exchange(us); }
+
 SqliteEventStore::SqliteEventStore(const StoreOptions& options, bool temporary)
     : options_(options), temporary_(temporary) {}
 
@@ -254,7 +271,9 @@ Result<std::unique_ptr<EventStore>> SqliteEventStore::OpenStore(const StoreOptio
     temporary = true;
   }
   std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(opts, temporary));
-  Status s = store->OpenDatabase();
+  Status s = store->LockFile();
+  if (!s.ok()) return s;
+  s = store->OpenDatabase();
   if (!s.ok()) return s;
   store->catalog_ = std::make_unique<SqliteCatalog>(store.get());
   store->writer_ = std::thread([raw = store.get()] { raw->WriterLoop(); });
@@ -313,6 +332,17 @@ Status SqliteEventStore::OpenDatabase() {
     db.execAndGet("SELECT count(*) FROM runs");
     if (!ro) {
       writer_stmts_ = std::make_unique<WriterStatements>(db);
+      // Blocks a crashed exclusive writer had only journaled (before the
+      // next position is read: they hold positions too).
+      if (!temporary_) {
+        Status rs = RecoverJournal();
+        if (!rs.ok()) return rs;
+      }
+      if (options_.exclusive && options_.durability != Durability::kFull) {
+        auto j = AppendJournal::Open(options_.path + "-append.log");
+        if (!j.ok()) return j.status();
+        journal_ = std::move(*j);
+      }
       SQLite::Statement& np = writer_stmts_->get_next_pos;
       if (!np.executeStep()) return Status::Corruption("store_meta has no next_position");
       next_pos_ = np.getColumn(0).getInt64();
@@ -412,7 +442,7 @@ void SqliteEventStore::CommitInline(Request req) {
   std::vector<Request> group;
   group.push_back(std::move(req));
   tl_inline_store = this;
-  CommitAppends(group);
+  if (!TryJournalAppend(group.front())) CommitAppends(group);
   tl_inline_store = nullptr;
   bool wake = false;
   {
@@ -428,6 +458,258 @@ void SqliteEventStore::CommitInline(Request req) {
     wake = !queue_.empty() || stop_writer_;
   }
   if (wake) queue_cv_.notify_all();
+}
+
+// ---------------------------------------------------------------- the append journal
+
+Status SqliteEventStore::LockFile() {
+  if (options_.read_only || temporary_) return Status::Ok();
+  const std::string path = options_.path + "-lock";
+  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) {
+    if (!options_.exclusive) return Status::Ok();  // as before lock files: SQLite's locks alone
+    return Status::IOError(
+        fmt::format("cannot create the lock file {}: {}", path, std::strerror(errno)));
+  }
+  if (::flock(lock_fd_, (options_.exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) {
+    return Status::Ok();
+  }
+  int err = errno;
+  ::close(lock_fd_);
+  lock_fd_ = -1;
+  if (err != EWOULDBLOCK) {
+    return Status::IOError(fmt::format("cannot lock {}: {}", path, std::strerror(err)));
+  }
+  if (options_.exclusive) {
+    return Status::Busy(fmt::format(
+        "store {} is open for writing elsewhere; an exclusive open needs it alone", options_.path));
+  }
+  return Status::Busy(fmt::format(
+      "store {} is held exclusively by another process (a running dispatch-host?); open it "
+      "read_only, or stop that process first",
+      options_.path));
+}
+
+Status SqliteEventStore::RecoverJournal() {
+  const std::string path = options_.path + "-append.log";
+  std::vector<JournalRecord> records;
+  uint64_t dropped = 0;
+  Status s = AppendJournal::ReadAll(path, &records, &dropped);
+  if (!s.ok()) return s;
+  if (records.empty() && dropped == 0) return Status::Ok();
+  SQLite::Database& db = *writer_db_;
+  WriterStatements& st = *writer_stmts_;
+  try {
+    WriteTransaction txn(st);
+    SQLite::Statement get_last(db, "SELECT last_seq FROM runs WHERE run_pk = ?");
+    std::unordered_map<int64_t, int64_t> last;  // run_pk → last seq, as recovered so far
+    const int64_t now = NowMicros();
+    for (const JournalRecord& r : records) {
+      auto it = last.find(r.run_pk);
+      if (it == last.end()) {
+        get_last.reset();
+        get_last.bind(1, r.run_pk);
+        if (!get_last.executeStep()) {
+          return Status::Corruption(fmt::format(
+              "append journal {}: a record of run {} (pk {}), which the store does not hold; "
+              "the journal is kept",
+              path, r.run_id, r.run_pk));
+        }
+        it = last.emplace(r.run_pk, get_last.getColumn(0).getInt64()).first;
+      }
+      const int64_t end_seq = r.first_seq + r.count - 1;
+      if (end_seq <= it->second) continue;  // copied before the process ended
+      if (r.first_seq != it->second + 1) {
+        return Status::Corruption(fmt::format(
+            "append journal {}: run {} continues at seq {}, but the store's last seq is {}; "
+            "the journal is kept",
+            path, r.run_id, r.first_seq, it->second));
+      }
+      BlockRow row;
+      row.codec = CompressBody(*r.body, &pack_buffer_);
+      row.last_pos = r.first_pos + r.count - 1;
+      row.run_pk = r.run_pk;
+      row.first_seq = r.first_seq;
+      row.last_seq = end_seq;
+      row.base_ts = r.base_ts;
+      row.max_ts = r.max_ts;
+      row.raw_size = static_cast<int64_t>(r.body->size());
+      row.data = &pack_buffer_;
+      InsertBlock(st.ins_block, row);
+      st.upd_run.reset();
+      st.upd_run.bind(1, end_seq);
+      st.upd_run.bind(2, r.count);
+      st.upd_run.bind(3, r.payload_bytes);
+      st.upd_run.bind(4, now);
+      st.upd_run.bind(5, r.run_pk);
+      st.upd_run.exec();
+      it->second = end_seq;
+    }
+    txn.Commit();
+  } catch (const SQLite::Exception& e) {
+    return FromSqlite(e, fmt::format("recovering the append journal {}", path));
+  }
+  if (::truncate(path.c_str(), 0) != 0) {
+    return Status::IOError(fmt::format("cannot empty {}: {}", path, std::strerror(errno)));
+  }
+  return Status::Ok();
+}
+
+bool SqliteEventStore::TryJournalAppend(Request& req) {
+  if (!journal_ || !run_state_valid_ || req.options.expected_last_seq) return false;
+  if (req.events.size() > kJournalMaxAppendEvents) return false;
+  auto known = run_state_.find(req.run_id);
+  if (known == run_state_.end()) return false;  // a new run: its row is made by a transaction
+  size_t bytes = 0;
+  for (const NewEvent& e : req.events) {
+    if (!e.id.empty()) return false;  // deduplication needs the event_ids table
+    bytes += e.payload.size();
+  }
+  if (bytes > kJournalMaxAppendBytes || pending_.size() >= kJournalMaxPending ||
+      pending_bytes_ + bytes > kJournalMaxPendingBytes || journal_->size() > kJournalMaxFileBytes) {
+    return false;
+  }
+  auto started = std::chrono::steady_clock::now();
+  RunState& rs = known->second;
+  const int64_t now = NowMicros();
+  const auto n = static_cast<int64_t>(req.events.size());
+  auto body = std::make_shared<std::string>();
+  JournalRecord rec;
+  rec.run_pk = rs.pk;
+  rec.first_seq = rs.last_seq + 1;
+  rec.count = n;
+  rec.first_pos = next_pos_;
+  rec.payload_bytes = static_cast<int64_t>(bytes);
+  rec.run_id = req.run_id;
+  int64_t prev_ts = 0;
+  for (size_t i = 0; i < req.events.size(); ++i) {
+    const NewEvent& e = req.events[i];
+    int64_t ts = e.ts_us != 0 ? e.ts_us : now;
+    if (i == 0) rec.base_ts = prev_ts = rec.max_ts = ts;
+    EncodeEvent(e, ts, &prev_ts, body.get());
+    rec.max_ts = std::max(rec.max_ts, ts);
+  }
+  rec.body = body;
+  // A failed write is not an error of this append: the usual commit takes it
+  // (and reports whatever is really wrong).
+  if (!journal_->Append(rec).ok()) return false;
+  rs.last_seq += n;
+  next_pos_ += n;
+  pending_bytes_ += bytes;
+  pending_.push_back(rec);
+  const bool first = journal_pending_.fetch_add(1) == 0;
+  last_journal_us_.store(now);
+
+  int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count();
+  stat_commits_.fetch_add(1);
+  stat_commit_us_.fetch_add(us);
+  for (int i = 0; i < kLatencyBuckets; ++i) {
+    if (us <= kLatencyBoundsUs[i]) {
+      latency_counts_[i].fetch_add(1);
+      break;
+    }
+  }
+  stat_journal_appends_.fetch_add(1);
+  stat_appends_.fetch_add(1);
+  stat_events_.fetch_add(n);
+  stat_bytes_.fetch_add(static_cast<int64_t>(bytes));
+
+  auto cb = std::make_shared<CommittedBlock>();
+  cb->run_id = req.run_id;
+  cb->first_seq = rec.first_seq;
+  cb->first_pos = rec.first_pos;
+  cb->count = n;
+  cb->base_ts = rec.base_ts;
+  cb->body = std::move(body);
+  hub_.Publish(BlockList{std::move(cb)});
+
+  AppendResult ar;
+  ar.seqs.resize(req.events.size());
+  for (int64_t i = 0; i < n; ++i) ar.seqs[static_cast<size_t>(i)] = rec.first_seq + i;
+  ar.first_seq = rec.first_seq;
+  ar.first_position = rec.first_pos;
+  ar.last_seq = rs.last_seq;
+  ar.written = n;
+  if (req.options.return_events) ar.events = std::move(req.events);
+  if (req.done) req.done(std::move(ar));
+  // The writer copies the journal into SQLite once it is idle: it is told
+  // when there is something to copy.
+  if (first) queue_cv_.notify_all();
+  return true;
+}
+
+void SqliteEventStore::WritePending(SQLite::Database& /*db*/) {
+  if (pending_.empty()) return;
+  WriterStatements& st = *writer_stmts_;
+  const int64_t now = NowMicros();
+  struct Totals {
+    int64_t last_seq = 0, events = 0, bytes = 0;
+  };
+  std::unordered_map<int64_t, Totals> runs;
+  for (const JournalRecord& r : pending_) {
+    BlockRow row;
+    row.codec = CompressBody(*r.body, &pack_buffer_);
+    row.last_pos = r.first_pos + r.count - 1;
+    row.run_pk = r.run_pk;
+    row.first_seq = r.first_seq;
+    row.last_seq = r.first_seq + r.count - 1;
+    row.base_ts = r.base_ts;
+    row.max_ts = r.max_ts;
+    row.raw_size = static_cast<int64_t>(r.body->size());
+    row.data = &pack_buffer_;
+    InsertBlock(st.ins_block, row);
+    Totals& t = runs[r.run_pk];
+    t.last_seq = row.last_seq;
+    t.events += r.count;
+    t.bytes += r.payload_bytes;
+  }
+  for (const auto& [pk, t] : runs) {
+    st.upd_run.reset();
+    st.upd_run.bind(1, t.last_seq);
+    st.upd_run.bind(2, t.events);
+    st.upd_run.bind(3, t.bytes);
+    st.upd_run.bind(4, now);
+    st.upd_run.bind(5, pk);
+    st.upd_run.exec();
+  }
+}
+
+void SqliteEventStore::FinishDrain() {
+  if (pending_.empty()) return;
+  pending_.clear();
+  pending_bytes_ = 0;
+  journal_pending_.store(0);
+  stat_journal_drains_.fetch_add(1);
+  // If it cannot be emptied, its records are found in SQLite at the next
+  // open and skipped; meanwhile appends commit the usual way once it is full.
+  (void)journal_->Reset();
+}
+
+Status SqliteEventStore::DrainJournal() {
+  if (pending_.empty()) return Status::Ok();
+  try {
+    WriteTransaction txn(*writer_stmts_);
+    WritePending(*writer_db_);
+    txn.Commit();
+  } catch (const SQLite::Exception& e) {
+    return FromSqlite(e, "copying the append journal into the store failed");
+  }
+  if (run_state_valid_) {
+    run_state_valid_ = sqlite3_file_control(writer_db_->getHandle(), "main",
+                                            SQLITE_FCNTL_DATA_VERSION,
+                                            &run_state_version_) == SQLITE_OK;
+  }
+  FinishDrain();
+  return Status::Ok();
+}
+
+Status SqliteEventStore::EnsureDrained() {
+  if (journal_pending_.load() == 0) return Status::Ok();
+  if (OnWriterThread()) return DrainJournal();  // this thread holds the writer role
+  Status s = Flush();
+  return s.code() == StatusCode::kClosed ? Status::Ok() : s;  // the read reports it
 }
 
 Status SqliteEventStore::Flush() {
@@ -469,9 +751,35 @@ void SqliteEventStore::WriterLoop() {
     {
       std::unique_lock<std::mutex> lk(queue_mu_);
       // An inline commit holds the writer role: wait for it (also to stop,
-      // so that Close never closes the connection under it).
-      queue_cv_.wait(lk, [this] { return !writer_busy_ && (stop_writer_ || !queue_.empty()); });
-      if (queue_.empty()) return;  // stopping, and everything was written
+      // so that Close never closes the connection under it). Journaled
+      // blocks are copied into SQLite once appends pause (or many wait).
+      bool drain = false;
+      for (;;) {
+        if (!writer_busy_ && (stop_writer_ || !queue_.empty())) break;
+        const int64_t pending = journal_pending_.load();
+        if (writer_busy_ || pending == 0) {
+          queue_cv_.wait(lk);
+          continue;
+        }
+        const int64_t idle = NowMicros() - last_journal_us_.load();
+        const int64_t idle_needed = g_journal_idle_us.load();
+        if (idle >= idle_needed || pending >= kJournalSoftPending) {
+          drain = true;
+          break;
+        }
+        queue_cv_.wait_for(lk, std::chrono::microseconds(idle_needed - idle));
+      }
+      if (drain || queue_.empty()) {
+        // Copy (also when stopping: everything else was written).
+        const bool stopping = !drain;
+        writer_busy_ = true;
+        lk.unlock();
+        (void)DrainJournal();  // on failure the blocks stay pending: retried later
+        lk.lock();
+        writer_busy_ = false;
+        if (stopping) return;
+        continue;
+      }
       // Either one op / flush marker, or a run of appends up to the limit.
       if (!queue_.front().op && !queue_.front().flush_marker) {
         size_t events = 0;
@@ -489,8 +797,9 @@ void SqliteEventStore::WriterLoop() {
     }
     if (group.front().flush_marker) {
       // Everything before it was committed (a marker without op_done only
-      // wakes the writer for a checkpoint).
-      if (group.front().op_done) group.front().op_done(Status::Ok());
+      // wakes the writer for a checkpoint); journaled blocks are copied.
+      Status ds = DrainJournal();
+      if (group.front().op_done) group.front().op_done(std::move(ds));
     } else if (group.front().op) {
       RunOp(group.front());
     } else {
@@ -587,14 +896,20 @@ void SqliteEventStore::StopCheckpointer() {
 }
 
 void SqliteEventStore::RunOp(Request& req) {
-  Status s;
-  try {
-    WriteTransaction txn(*writer_stmts_);
-    s = req.op(*writer_db_);
-    if (s.ok()) txn.Commit();
-  } catch (const SQLite::Exception& e) {
-    s = FromSqlite(e, "store write failed");
+  // The op may read or change runs (retention): journaled blocks first.
+  Status s = DrainJournal();
+  if (s.ok()) {
+    try {
+      WriteTransaction txn(*writer_stmts_);
+      s = req.op(*writer_db_);
+      if (s.ok()) txn.Commit();
+    } catch (const SQLite::Exception& e) {
+      s = FromSqlite(e, "store write failed");
+    }
   }
+  // What the op changed is read back by the next commit, before anything is
+  // journaled again.
+  run_state_valid_ = false;
   req.op_done(std::move(s));
 }
 
@@ -614,6 +929,9 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
   try {
     WriterStatements& st = *writer_stmts_;
     WriteTransaction txn(st);
+    // Journaled blocks go first: they were appended first (and the run rows
+    // read below must include them).
+    WritePending(db);
     // The remembered run states hold if nothing else wrote since this
     // writer's last commit (read now that the transaction has started).
     if (run_state_valid_) {
@@ -796,6 +1114,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
       }
     }
     txn.Commit();
+    FinishDrain();
     next_pos_ = next_pos;
     if (pack_buffer_.capacity() > (size_t{4} << 20)) std::string().swap(pack_buffer_);
     // Bounded: a long-lived store sees many runs, most of them finished.
@@ -976,6 +1295,8 @@ Result<ReadSummary> SqliteEventStore::Read(std::string_view run_id, int64_t afte
   Status s = ValidateRunId(run_id);
   if (!s.ok()) return s;
   if (after_seq < 0) return Status::InvalidArgument("after_seq must be >= 0");
+  s = EnsureDrained();
+  if (!s.ok()) return s;
   std::shared_lock<std::shared_mutex> life(life_mu_);
   if (closed_) return Status::Closed("the store is closed");
   ReadDepth depth;
@@ -1024,9 +1345,10 @@ Result<ReadSummary> SqliteEventStore::ReadWith(ReaderConn& conn, std::string_vie
 Result<ReadSummary> SqliteEventStore::ReadAll(int64_t after_position, const EventVisitor& visit,
                                               const ReadOptions& options) {
   if (after_position < 0) return Status::InvalidArgument("after_position must be >= 0");
+  Status s = EnsureDrained();
+  if (!s.ok()) return s;
   std::shared_lock<std::shared_mutex> life(life_mu_);
   if (closed_) return Status::Closed("the store is closed");
-  Status s;
   ReadDepth depth;
   ReaderLease lease(this, AcquireReader(&s), &SqliteEventStore::ReleaseReader);
   if (!lease.conn) return s;
@@ -1058,7 +1380,9 @@ Result<int64_t> SqliteEventStore::LastSeq(std::string_view run_id) {
 
 Result<int64_t> SqliteEventStore::LastPosition() {
   int64_t pos = 0;
-  Status s = WithReader([&](SQLite::Database& db) {
+  Status s = EnsureDrained();
+  if (!s.ok()) return s;
+  s = WithReader([&](SQLite::Database& db) {
     // Positions are kept by the blocks themselves; store_meta holds a floor
     // written when retention deletes the newest blocks.
     pos = db.execAndGet(kNextPositionSql).getInt64() - 1;
@@ -1088,6 +1412,8 @@ RunInfo RunFromRow(SQLite::Statement& st) {
 Result<RunInfo> SqliteEventStore::GetRun(std::string_view run_id) {
   Status s = ValidateRunId(run_id);
   if (!s.ok()) return s;
+  s = EnsureDrained();
+  if (!s.ok()) return s;
   std::optional<RunInfo> info;
   s = WithReader([&](SQLite::Database& db) {
     SQLite::Statement st(db, std::string(kRunColumns) + " WHERE run_id = ?");
@@ -1102,7 +1428,9 @@ Result<RunInfo> SqliteEventStore::GetRun(std::string_view run_id) {
 
 Result<std::vector<RunInfo>> SqliteEventStore::ListRuns() {
   std::vector<RunInfo> out;
-  Status s = WithReader([&](SQLite::Database& db) {
+  Status s = EnsureDrained();
+  if (!s.ok()) return s;
+  s = WithReader([&](SQLite::Database& db) {
     SQLite::Statement st(db, std::string(kRunColumns) + " ORDER BY run_id");
     while (st.executeStep()) out.push_back(RunFromRow(st));
     return Status::Ok();
@@ -1363,6 +1691,8 @@ StoreStats SqliteEventStore::Stats() const {
   st.checkpoints = stat_checkpoints_.load();
   st.subscribers = hub_.size();
   st.subscriber_lags = hub_.total_lags();
+  st.journal_appends = stat_journal_appends_.load();
+  st.journal_drains = stat_journal_drains_.load();
   for (int i = 0; i < kLatencyBuckets; ++i) {
     st.commit_latency_bounds_us.push_back(kLatencyBoundsUs[i]);
     st.commit_latency_counts.push_back(latency_counts_[i].load());
@@ -1401,8 +1731,15 @@ Status SqliteEventStore::Close() {
   }
   writer_stmts_.reset();
   writer_db_.reset();
+  journal_.reset();
   if (temporary_) {
-    for (const char* suffix : {"", "-wal", "-shm"}) ::unlink((options_.path + suffix).c_str());
+    for (const char* suffix : {"", "-wal", "-shm", "-append.log"}) {
+      ::unlink((options_.path + suffix).c_str());
+    }
+  }
+  if (lock_fd_ >= 0) {
+    ::close(lock_fd_);  // releases the lock (the file stays, as SQLite's -shm does)
+    lock_fd_ = -1;
   }
   return s;
 }

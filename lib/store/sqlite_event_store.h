@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "dispatch/event_store.h"
+#include "store/append_journal.h"
 #include "store/subscription.h"
 
 struct sqlite3;
@@ -33,6 +34,10 @@ class Database;
 }
 
 namespace dispatch::internal {
+
+// For tests: how long the append journal must be idle before the writer
+// copies it into SQLite (default 20 ms); returns the previous value.
+int64_t SetJournalIdleMicrosForTest(int64_t us);
 
 class SqliteCatalog;
 struct ReaderConn;
@@ -112,6 +117,25 @@ class SqliteEventStore final : public EventStore {
   // Commits `req` on the calling thread (the caller holds the writer role).
   void CommitInline(Request req);
 
+  // ---- the append journal (exclusive stores; doc/storage.md) ----
+  // Takes the lock file: exclusively, or shared for a plain writable open.
+  Status LockFile();
+  // At a writable open: inserts the journal's records that SQLite does not
+  // hold yet, then empties it (writer connection, before the writer starts).
+  Status RecoverJournal();
+  // Writer role: makes `req` durable with one journal record and completes
+  // it, if it qualifies (a small append to a run this writer knows, no ids,
+  // no expected seq, room left); false = commit it the usual way.
+  bool TryJournalAppend(Request& req);
+  // Writer role, inside a write transaction: inserts the pending journaled
+  // blocks. FinishDrain after the commit forgets them and empties the file.
+  void WritePending(SQLite::Database& db);
+  void FinishDrain();
+  // Writer role: copies the pending blocks into SQLite in a transaction.
+  Status DrainJournal();
+  // Before a read: journaled blocks not yet in SQLite are copied first.
+  Status EnsureDrained();
+
   const StoreOptions options_;
   const bool temporary_;  // a ":memory:" store: a temp file removed at Close
   std::unique_ptr<SQLite::Database> writer_db_;
@@ -178,6 +202,16 @@ class SqliteEventStore final : public EventStore {
   std::unordered_map<std::string, RunState> run_state_;
   unsigned int run_state_version_ = 0;
   bool run_state_valid_ = false;
+  // The append journal (null unless exclusive) and the blocks written to it
+  // but not yet to SQLite (writer role), in append order. journal_pending_
+  // (their count) may be read by anyone.
+  std::unique_ptr<AppendJournal> journal_;
+  std::vector<JournalRecord> pending_;
+  size_t pending_bytes_ = 0;
+  std::atomic<int64_t> journal_pending_{0};
+  std::atomic<int64_t> last_journal_us_{0};  // NowMicros of the last journaled append
+  std::atomic<int64_t> stat_journal_appends_{0}, stat_journal_drains_{0};
+  int lock_fd_ = -1;
   std::thread checkpointer_;
   std::atomic<int64_t> stat_checkpoints_{0};
 

@@ -1,0 +1,381 @@
+// The exclusive writer's append journal (StoreOptions::exclusive,
+// doc/storage.md): the lock file, journaled appends that every read of the
+// store sees at once, the copy into SQLite, and recovery after the process
+// ended with blocks only in the journal (a forked child that _exits).
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iterator>
+#include <mutex>
+#include <thread>
+
+#include "store/sqlite_event_store.h"
+#include "support/store_helpers.h"
+
+using namespace dispatch;
+using namespace dispatch::testing;
+
+namespace {
+
+std::unique_ptr<EventStore> OpenExclusive(const std::string& path) {
+  StoreOptions o;
+  o.path = path;
+  o.exclusive = true;
+  auto r = EventStore::Open(o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return std::move(r).value();
+}
+
+std::string Payload(int64_t seq) { return "event " + std::to_string(seq) + std::string(seq % 13, '.'); }
+
+uint64_t FileSize(const std::string& path) {
+  std::error_code ec;
+  auto n = std::filesystem::file_size(path, ec);
+  return ec ? 0 : n;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void Spit(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+// Every event of `run` is 1..n in order with its own payload.
+void CheckRun(EventStore& store, const std::string& run, int64_t n) {
+  int64_t expect = 1;
+  auto sum = store.Read(run, 0, [&](const EventView& v) {
+    CHECK(v.seq == expect);
+    CHECK(v.payload == Payload(v.seq));
+    ++expect;
+    return true;
+  });
+  REQUIRE_MESSAGE(sum.ok(), sum.status().ToString());
+  CHECK(expect - 1 == n);
+  auto last = store.LastSeq(run);
+  REQUIRE(last.ok());
+  CHECK(*last == n);
+}
+
+// Positions over the whole store are strictly increasing, each event once.
+int64_t CountAll(EventStore& store) {
+  int64_t count = 0, prev = 0;
+  auto sum = store.ReadAll(0, [&](const EventView& v) {
+    CHECK(v.position > prev);
+    prev = v.position;
+    ++count;
+    return true;
+  });
+  REQUIRE_MESSAGE(sum.ok(), sum.status().ToString());
+  return count;
+}
+
+// Keeps journaled blocks in the journal (no idle copy) while alive.
+struct NoIdleCopy {
+  int64_t before = internal::SetJournalIdleMicrosForTest(int64_t{600} * 1000 * 1000);
+  ~NoIdleCopy() { internal::SetJournalIdleMicrosForTest(before); }
+};
+
+// A child process appends `n` events to "r" on an exclusive store (the first
+// commits as usual and makes the run, the rest are journaled), keeps a copy
+// of the journal at `path`.saved and ends without closing the store.
+void AppendAndDie(const std::string& path, int64_t n) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    internal::SetJournalIdleMicrosForTest(int64_t{600} * 1000 * 1000);
+    StoreOptions o;
+    o.path = path;
+    o.exclusive = true;
+    auto store = EventStore::Open(o);
+    if (!store.ok()) _exit(3);
+    for (int64_t seq = 1; seq <= n; ++seq) {
+      auto r = (*store)->Append("r", std::vector<NewEvent>{Ev(Payload(seq))});
+      if (!r.ok() || r->last_seq != seq) _exit(4);
+    }
+    if ((*store)->Stats().journal_appends != n - 1) _exit(5);
+    Spit(path + ".saved", Slurp(path + "-append.log"));
+    _exit(0);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+}
+
+}  // namespace
+
+TEST_SUITE("Append journal") {
+  TEST_CASE("An exclusive store keeps other writers out, readers in") {
+    TempDir dir;
+    std::string path = dir.file("x.db");
+    {
+      auto a = OpenExclusive(path);
+      StoreOptions o;
+      o.path = path;
+      auto b = EventStore::Open(o);
+      REQUIRE_FALSE(b.ok());
+      CHECK(b.status().code() == StatusCode::kBusy);
+      CHECK(b.status().message().find("held exclusively") != std::string::npos);
+      o.exclusive = true;
+      auto c = EventStore::Open(o);
+      REQUIRE_FALSE(c.ok());
+      CHECK(c.status().code() == StatusCode::kBusy);
+      o.exclusive = false;
+      o.read_only = true;
+      auto d = EventStore::Open(o);
+      CHECK_MESSAGE(d.ok(), d.status().ToString());
+    }
+    {
+      // Plain writers share the file; an exclusive open then waits its turn.
+      auto a = OpenStore(path);
+      auto b = OpenStore(path);
+      StoreOptions o;
+      o.path = path;
+      o.exclusive = true;
+      auto c = EventStore::Open(o);
+      REQUIRE_FALSE(c.ok());
+      CHECK(c.status().code() == StatusCode::kBusy);
+    }
+    auto again = OpenExclusive(path);  // everyone closed
+  }
+
+  TEST_CASE("Journaled appends are seen by every read at once, and reach SQLite") {
+    NoIdleCopy keep;
+    TempDir dir;
+    std::string path = dir.file("j.db");
+    auto store = OpenExclusive(path);
+    for (int64_t seq = 1; seq <= 50; ++seq) {
+      auto r = store->Append("r", std::vector<NewEvent>{Ev(Payload(seq))});
+      REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+      CHECK(r->last_seq == seq);
+      CHECK(r->first_seq == seq);
+      CHECK(r->first_position == seq);
+    }
+    StoreStats st = store->Stats();
+    CHECK(st.journal_appends == 49);  // the first one made the run
+    CHECK(st.events_appended == 50);
+    CHECK(FileSize(path + "-append.log") > 0);
+    {
+      // Another reader of the file does not see journaled blocks yet…
+      StoreOptions o;
+      o.path = path;
+      o.read_only = true;
+      auto other = EventStore::Open(o);
+      REQUIRE(other.ok());
+      CHECK(*(*other)->LastSeq("r") == 1);
+    }
+    // …this store's reads do (they copy first).
+    CheckRun(*store, "r", 50);
+    CHECK(store->Stats().journal_drains == 1);
+    CHECK(FileSize(path + "-append.log") == 0);
+    CHECK(CountAll(*store) == 50);
+    auto info = store->GetRun("r");
+    REQUIRE(info.ok());
+    CHECK(info->event_count == 50);
+
+    // Flush copies too; then a reader of the file sees everything.
+    for (int64_t seq = 51; seq <= 60; ++seq) {
+      REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(seq))}).ok());
+    }
+    CHECK(store->Stats().journal_appends == 59);
+    REQUIRE(store->Flush().ok());
+    CHECK(FileSize(path + "-append.log") == 0);
+    StoreOptions o;
+    o.path = path;
+    o.read_only = true;
+    auto other = EventStore::Open(o);
+    REQUIRE(other.ok());
+    CheckRun(**other, "r", 60);
+  }
+
+  TEST_CASE("What does not qualify commits as usual, after the journaled blocks") {
+    NoIdleCopy keep;
+    TempDir dir;
+    auto store = OpenExclusive(dir.file("q.db"));
+    REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(1))}).ok());
+    REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(2))}).ok());  // journaled
+    // An id, an expected seq, a big batch: each a transaction of its own,
+    // which writes the pending journaled block first.
+    auto with_id = Ev(Payload(3), "pty:stdout", "chunk", Encoding::kBytes, "id-3");
+    REQUIRE(store->Append("r", std::vector<NewEvent>{with_id}).ok());
+    AppendOptions ao;
+    ao.expected_last_seq = 3;
+    REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(4))}, ao).ok());
+    ao.expected_last_seq = 3;
+    auto conflict = store->Append("r", std::vector<NewEvent>{Ev(Payload(4))}, ao);
+    CHECK(conflict.status().code() == StatusCode::kConflict);
+    REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(5) + std::string(70000, 'x'))}).ok());
+    REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(6))}).ok());  // journaled
+    StoreStats st = store->Stats();
+    CHECK(st.journal_appends == 2);
+    int64_t expect = 1;
+    auto sum = store->Read("r", 0, [&](const EventView& v) {
+      CHECK(v.seq == expect);
+      CHECK(v.payload.substr(0, Payload(v.seq).size()) == Payload(v.seq));
+      ++expect;
+      return true;
+    });
+    REQUIRE(sum.ok());
+    CHECK(expect == 7);
+    // A duplicate id is still found (its event went through a transaction).
+    auto dup = store->Append("r", std::vector<NewEvent>{with_id});
+    REQUIRE(dup.ok());
+    CHECK(dup->duplicates == 1);
+    CHECK(dup->seqs[0] == 3);
+  }
+
+  TEST_CASE("Subscribers get journaled events exactly once, in order, with the backlog") {
+    TempDir dir;
+    auto store = OpenExclusive(dir.file("s.db"));
+    REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(1))}).ok());
+    constexpr int64_t kEvents = 2000;
+    std::atomic<bool> go{false};
+    std::thread writer([&] {
+      while (!go.load()) std::this_thread::yield();
+      for (int64_t seq = 2; seq <= kEvents; ++seq) {
+        AppendOptions ao;
+        ao.commit_inline = true;
+        std::promise<void> done;
+        store->AppendAsync("r", {Ev(Payload(seq))}, ao,
+                           [&](Result<AppendResult> r) {
+                             CHECK(r.ok());
+                             done.set_value();
+                           });
+        done.get_future().wait();
+      }
+    });
+    std::mutex mu;
+    std::vector<int64_t> seen, seen_all;
+    SubscriptionHandlers h;
+    h.on_event = [&](const EventView& v) {
+      std::lock_guard<std::mutex> l(mu);
+      CHECK(v.payload == Payload(v.seq));
+      seen.push_back(v.seq);
+    };
+    SubscriptionHandlers ha;
+    ha.on_event = [&](const EventView& v) {
+      std::lock_guard<std::mutex> l(mu);
+      seen_all.push_back(v.position);
+    };
+    go = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // some appended, some to come
+    auto sub = store->Subscribe("r", 0, h, {});
+    REQUIRE(sub.ok());
+    auto sub_all = store->SubscribeAll(0, ha, {});
+    REQUIRE(sub_all.ok());
+    writer.join();
+    for (int i = 0; i < 1000; ++i) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (seen.size() >= kEvents && seen_all.size() >= kEvents) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::lock_guard<std::mutex> l(mu);
+    REQUIRE(seen.size() == kEvents);
+    REQUIRE(seen_all.size() == kEvents);
+    for (int64_t i = 0; i < kEvents; ++i) {
+      CHECK(seen[static_cast<size_t>(i)] == i + 1);
+      CHECK(seen_all[static_cast<size_t>(i)] == i + 1);
+    }
+    CHECK(store->Stats().journal_appends > 0);
+  }
+
+  TEST_CASE("Retention and catalog writes see journaled events; journaling resumes after") {
+    NoIdleCopy keep;
+    TempDir dir;
+    auto store = OpenExclusive(dir.file("t.db"));
+    for (int64_t seq = 1; seq <= 20; ++seq) {
+      REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(seq))}).ok());
+    }
+    auto removed = store->TruncateBefore("r", 11);
+    REQUIRE_MESSAGE(removed.ok(), removed.status().ToString());
+    CHECK(*removed == 10);
+    int64_t journaled = store->Stats().journal_appends;
+    for (int64_t seq = 21; seq <= 25; ++seq) {
+      REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(seq))}).ok());
+    }
+    // The first append after the write re-reads the run in a transaction.
+    CHECK(store->Stats().journal_appends == journaled + 4);
+    auto info = store->GetRun("r");
+    REQUIRE(info.ok());
+    CHECK(info->first_seq == 11);
+    CHECK(info->last_seq == 25);
+    CHECK(info->event_count == 15);
+    int64_t expect = 11;
+    REQUIRE(store->Read("r", 10, [&](const EventView& v) {
+      CHECK(v.seq == expect++);
+      return true;
+    }).ok());
+    CHECK(expect == 26);
+  }
+
+  TEST_CASE("Blocks only in the journal when the process ended are recovered at the next open") {
+    TempDir dir;
+    std::string path = dir.file("c.db");
+    AppendAndDie(path, 40);
+    std::string saved = Slurp(path + ".saved");
+    REQUIRE(saved.size() > 0);
+    CHECK(Slurp(path + "-append.log") == saved);
+    {
+      auto store = OpenStore(path);  // any writable open recovers
+      CHECK(FileSize(path + "-append.log") == 0);
+      CheckRun(*store, "r", 40);
+      CHECK(CountAll(*store) == 40);
+      auto info = store->GetRun("r");
+      REQUIRE(info.ok());
+      CHECK(info->event_count == 40);
+      // Appends go on after the recovered ones.
+      REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(41))}).ok());
+    }
+    // The journal as it was (its records now all in SQLite: a crash between
+    // the copy's commit and emptying the file) plus a torn record: nothing
+    // is doubled, nothing lost.
+    Spit(path + "-append.log", saved + saved.substr(0, saved.size() / 40 + 20));
+    {
+      auto store = OpenExclusive(path);
+      CHECK(FileSize(path + "-append.log") == 0);
+      CheckRun(*store, "r", 41);
+      CHECK(CountAll(*store) == 41);
+      for (int64_t seq = 42; seq <= 45; ++seq) {
+        REQUIRE(store->Append("r", std::vector<NewEvent>{Ev(Payload(seq))}).ok());
+      }
+    }
+    auto store = OpenStore(path);
+    CheckRun(*store, "r", 45);
+    CHECK(CountAll(*store) == 45);
+  }
+
+  TEST_CASE("A journal that does not belong to its store is refused and kept") {
+    TempDir dir;
+    std::string path = dir.file("c.db");
+    AppendAndDie(path, 10);
+    std::string saved = Slurp(path + ".saved");
+    REQUIRE(saved.size() > 0);
+    // Next to a different store (without run "r"): refused, and kept.
+    std::string other = dir.file("other.db");
+    { auto s = OpenStore(other); }
+    Spit(other + "-append.log", saved);
+    StoreOptions o;
+    o.path = other;
+    auto r = EventStore::Open(o);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == StatusCode::kCorruption);
+    CHECK(r.status().message().find("append journal") != std::string::npos);
+    CHECK(Slurp(other + "-append.log") == saved);
+    // A read-only open does not touch it.
+    o.read_only = true;
+    CHECK(EventStore::Open(o).ok());
+    CHECK(Slurp(other + "-append.log") == saved);
+  }
+}
