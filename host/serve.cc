@@ -62,6 +62,9 @@ int RunServe(int argc, char** argv) {
   }
   StoreOptions so;
   so.path = config.db_path();
+  // The host is its data's only writer: other processes may read the file
+  // (export, history), and keystroke echoes commit to the append journal.
+  so.exclusive = true;
   Result<std::unique_ptr<EventStore>> opened = EventStore::Open(so);
   if (!opened.ok()) {
     LogError("cannot open the store {}: {}", so.path, opened.status().ToString());

@@ -62,6 +62,7 @@ struct Bench {
   explicit Bench(const std::string& dir) {
     StoreOptions so;
     so.path = dir + "/runtime_bench.db";
+    so.exclusive = std::getenv("DISPATCH_BENCH_SHARED_STORE") == nullptr;  // as dispatch-host opens it
     auto s = EventStore::Open(so);
     if (!s.ok()) {
       std::fprintf(stderr, "open store: %s\n", s.status().ToString().c_str());
