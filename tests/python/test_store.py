@@ -336,3 +336,21 @@ def test_memory_store(tmp_path):
     with dispatch.EventStore(":memory:") as s:
         s.append("m", [ev(b"a"), ev(b"b")])
         assert [e.payload for e in s.read("m")] == [b"a", b"b"]
+
+
+def test_exclusive_store_keeps_writers_out_and_journals_small_appends(tmp_path):
+    path = str(tmp_path / "x.db")
+    with dispatch.EventStore(path, exclusive=True) as store:
+        with pytest.raises(dispatch.Busy, match="held exclusively"):
+            dispatch.EventStore(path)
+        for i in range(1, 21):
+            assert store.append("r", NewEvent("pty:stdout", "chunk", b"%d" % i)).last_seq == i
+        assert store.stats()["journal_appends"] == 19
+        # Every read of this store sees them; another reader once copied (flush).
+        assert [e.payload for e in store.read("r")] == [b"%d" % i for i in range(1, 21)]
+        store.append("r", NewEvent("pty:stdout", "chunk", b"21"))
+        store.flush()
+        with dispatch.EventStore(path, read_only=True) as reader:
+            assert reader.last_seq("r") == 21
+    with dispatch.EventStore(path) as store:  # closed: plain writers are welcome again
+        assert store.last_seq("r") == 21

@@ -146,7 +146,8 @@ class EventStore:
     read_only: bool
     def __init__(self, path: str, read_only: bool = False,
                  durability: Literal["normal", "full"] = "normal",
-                 create_if_missing: bool = True, busy_timeout_ms: int = 5000) -> None: ...
+                 create_if_missing: bool = True, busy_timeout_ms: int = 5000, *,
+                 exclusive: bool = False) -> None: ...
     def append(self, run_id: str, events: Union[NewEvent, "list[NewEvent]", "tuple[NewEvent, ...]", Any],
                expected_seq: Optional[int] = None) -> AppendResult: ...
     def read(self, run_id: str, after_seq: int = 0, limit: Optional[int] = None,

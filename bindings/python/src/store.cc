@@ -559,10 +559,11 @@ void BindStore(py::module_& m) {
                       "use it from any number of Python threads; blocking calls release the "
                       "GIL. A context manager: leaving the block closes it.")
       .def(py::init([](const std::string& path, bool read_only, const std::string& durability,
-                       bool create_if_missing, int busy_timeout_ms) {
+                       bool create_if_missing, int busy_timeout_ms, bool exclusive) {
              StoreOptions o;
              o.path = path;
              o.read_only = read_only;
+             o.exclusive = exclusive;
              o.create_if_missing = create_if_missing;
              o.busy_timeout_ms = busy_timeout_ms;
              if (durability == "normal") {
@@ -582,11 +583,15 @@ void BindStore(py::module_& m) {
            }),
            py::arg("path"), py::arg("read_only") = false, py::arg("durability") = "normal",
            py::arg("create_if_missing") = true, py::arg("busy_timeout_ms") = 5000,
+           py::kw_only(), py::arg("exclusive") = false,
            "EventStore(path, read_only=False, durability='normal', create_if_missing=True, "
-           "busy_timeout_ms=5000)\n\nOpens (creating if needed) the store at `path` "
-           "(':memory:' for a private in-memory store). durability='full' also survives "
-           "power loss (fsync per group commit). Raises InvalidArgument, Corruption, "
-           "ReadOnly or Error(code='io_error').")
+           "busy_timeout_ms=5000, *, exclusive=False)\n\nOpens (creating if needed) the store at "
+           "`path` (':memory:' for a private in-memory store). durability='full' also survives "
+           "power loss (fsync per group commit). exclusive=True: this process is the file's "
+           "only writer (others may read); small appends then commit to an append journal "
+           "(doc/storage.md). Raises InvalidArgument, Corruption, ReadOnly, Busy (another "
+           "process holds the store exclusively, or writes to it when exclusive=True) or "
+           "Error(code='io_error').")
       .def_readonly("path", &PyStore::path, "The path the store was opened with.")
       .def_readonly("read_only", &PyStore::read_only, "True if opened read_only.")
       .def(
@@ -702,6 +707,8 @@ void BindStore(py::module_& m) {
             d["checkpoints"] = s.checkpoints;
             d["subscribers"] = s.subscribers;
             d["subscriber_lags"] = s.subscriber_lags;
+            d["journal_appends"] = s.journal_appends;
+            d["journal_drains"] = s.journal_drains;
             return d;
           },
           "Counters of this store object (dict).")
