@@ -66,8 +66,11 @@ struct StoreOptions {
   // of tens), and copied into SQLite by the writer thread shortly after
   // (within ~20 ms of the writer being idle, before any read of this store,
   // and at Flush and Close). Readers of this store see every acknowledged
-  // event; other processes reading the file see it once copied. Ignored
-  // with Durability::kFull and read_only. doc/storage.md.
+  // event; other processes reading the file see it once copied. With
+  // Durability::kFull the lock is taken but appends commit as usual (the
+  // journal would need an fsync each); ignored with read_only. A writable
+  // open first inserts whatever a previous exclusive writer left only in the
+  // journal. doc/storage.md.
   bool exclusive = false;
 };
 
