@@ -462,6 +462,23 @@ void SqliteEventStore::CommitInline(Request req) {
 
 // ---------------------------------------------------------------- the append journal
 
+namespace {
+// The event_blocks row of a journaled block, compressed into `packed`.
+BlockRow JournaledRow(const JournalRecord& r, std::string* packed) {
+  BlockRow row;
+  row.codec = CompressBody(*r.body, packed);
+  row.last_pos = r.first_pos + r.count - 1;
+  row.run_pk = r.run_pk;
+  row.first_seq = r.first_seq;
+  row.last_seq = r.first_seq + r.count - 1;
+  row.base_ts = r.base_ts;
+  row.max_ts = r.max_ts;
+  row.raw_size = static_cast<int64_t>(r.body->size());
+  row.data = packed;
+  return row;
+}
+}  // namespace
+
 Status SqliteEventStore::LockFile() {
   if (options_.read_only || temporary_) return Status::Ok();
   const std::string path = options_.path + "-lock";
@@ -525,17 +542,7 @@ Status SqliteEventStore::RecoverJournal() {
             "the journal is kept",
             path, r.run_id, r.first_seq, it->second));
       }
-      BlockRow row;
-      row.codec = CompressBody(*r.body, &pack_buffer_);
-      row.last_pos = r.first_pos + r.count - 1;
-      row.run_pk = r.run_pk;
-      row.first_seq = r.first_seq;
-      row.last_seq = end_seq;
-      row.base_ts = r.base_ts;
-      row.max_ts = r.max_ts;
-      row.raw_size = static_cast<int64_t>(r.body->size());
-      row.data = &pack_buffer_;
-      InsertBlock(st.ins_block, row);
+      InsertBlock(st.ins_block, JournaledRow(r, &pack_buffer_));
       st.upd_run.reset();
       st.upd_run.bind(1, end_seq);
       st.upd_run.bind(2, r.count);
@@ -553,6 +560,20 @@ Status SqliteEventStore::RecoverJournal() {
     return Status::IOError(fmt::format("cannot empty {}: {}", path, std::strerror(errno)));
   }
   return Status::Ok();
+}
+
+void SqliteEventStore::CountCommit(std::chrono::steady_clock::time_point started) {
+  int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count();
+  stat_commits_.fetch_add(1);
+  stat_commit_us_.fetch_add(us);
+  for (int i = 0; i < kLatencyBuckets; ++i) {
+    if (us <= kLatencyBoundsUs[i]) {
+      latency_counts_[i].fetch_add(1);
+      break;
+    }
+  }
 }
 
 bool SqliteEventStore::TryJournalAppend(Request& req) {
@@ -600,17 +621,7 @@ bool SqliteEventStore::TryJournalAppend(Request& req) {
   const bool first = journal_pending_.fetch_add(1) == 0;
   last_journal_us_.store(now);
 
-  int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
-                   std::chrono::steady_clock::now() - started)
-                   .count();
-  stat_commits_.fetch_add(1);
-  stat_commit_us_.fetch_add(us);
-  for (int i = 0; i < kLatencyBuckets; ++i) {
-    if (us <= kLatencyBoundsUs[i]) {
-      latency_counts_[i].fetch_add(1);
-      break;
-    }
-  }
+  CountCommit(started);
   stat_journal_appends_.fetch_add(1);
   stat_appends_.fetch_add(1);
   stat_events_.fetch_add(n);
@@ -640,7 +651,7 @@ bool SqliteEventStore::TryJournalAppend(Request& req) {
   return true;
 }
 
-void SqliteEventStore::WritePending(SQLite::Database& /*db*/) {
+void SqliteEventStore::WritePending() {
   if (pending_.empty()) return;
   WriterStatements& st = *writer_stmts_;
   const int64_t now = NowMicros();
@@ -649,19 +660,9 @@ void SqliteEventStore::WritePending(SQLite::Database& /*db*/) {
   };
   std::unordered_map<int64_t, Totals> runs;
   for (const JournalRecord& r : pending_) {
-    BlockRow row;
-    row.codec = CompressBody(*r.body, &pack_buffer_);
-    row.last_pos = r.first_pos + r.count - 1;
-    row.run_pk = r.run_pk;
-    row.first_seq = r.first_seq;
-    row.last_seq = r.first_seq + r.count - 1;
-    row.base_ts = r.base_ts;
-    row.max_ts = r.max_ts;
-    row.raw_size = static_cast<int64_t>(r.body->size());
-    row.data = &pack_buffer_;
-    InsertBlock(st.ins_block, row);
+    InsertBlock(st.ins_block, JournaledRow(r, &pack_buffer_));
     Totals& t = runs[r.run_pk];
-    t.last_seq = row.last_seq;
+    t.last_seq = r.first_seq + r.count - 1;
     t.events += r.count;
     t.bytes += r.payload_bytes;
   }
@@ -691,7 +692,7 @@ Status SqliteEventStore::DrainJournal() {
   if (pending_.empty()) return Status::Ok();
   try {
     WriteTransaction txn(*writer_stmts_);
-    WritePending(*writer_db_);
+    WritePending();
     txn.Commit();
   } catch (const SQLite::Exception& e) {
     return FromSqlite(e, "copying the append journal into the store failed");
@@ -931,7 +932,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     WriteTransaction txn(st);
     // Journaled blocks go first: they were appended first (and the run rows
     // read below must include them).
-    WritePending(db);
+    WritePending();
     // The remembered run states hold if nothing else wrote since this
     // writer's last commit (read now that the transaction has started).
     if (run_state_valid_) {
@@ -1141,17 +1142,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     }
     return;
   }
-  int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
-                   std::chrono::steady_clock::now() - started)
-                   .count();
-  stat_commits_.fetch_add(1);
-  stat_commit_us_.fetch_add(us);
-  for (int i = 0; i < kLatencyBuckets; ++i) {
-    if (us <= kLatencyBoundsUs[i]) {
-      latency_counts_[i].fetch_add(1);
-      break;
-    }
-  }
+  CountCommit(started);
   if (!new_pks.empty()) {
     std::lock_guard<std::mutex> lk(pk_mu_);
     pk_cache_.insert(new_pks.begin(), new_pks.end());

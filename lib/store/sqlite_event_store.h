@@ -12,6 +12,7 @@
 #define DISPATCH_LIB_STORE_SQLITE_EVENT_STORE_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -116,6 +117,9 @@ class SqliteEventStore final : public EventStore {
   bool OnWriterThread() const;
   // Commits `req` on the calling thread (the caller holds the writer role).
   void CommitInline(Request req);
+  // Counts a durable commit (a transaction or a journal write) begun at
+  // `started` in the stats and the latency histogram.
+  void CountCommit(std::chrono::steady_clock::time_point started);
 
   // ---- the append journal (exclusive stores; doc/storage.md) ----
   // Takes the lock file: exclusively, or shared for a plain writable open.
@@ -129,7 +133,7 @@ class SqliteEventStore final : public EventStore {
   bool TryJournalAppend(Request& req);
   // Writer role, inside a write transaction: inserts the pending journaled
   // blocks. FinishDrain after the commit forgets them and empties the file.
-  void WritePending(SQLite::Database& db);
+  void WritePending();
   void FinishDrain();
   // Writer role: copies the pending blocks into SQLite in a transaction.
   Status DrainJournal();
