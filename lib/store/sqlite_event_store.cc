@@ -659,12 +659,59 @@ void SqliteEventStore::WritePending() {
     int64_t last_seq = 0, events = 0, bytes = 0;
   };
   std::unordered_map<int64_t, Totals> runs;
-  for (const JournalRecord& r : pending_) {
+  // Consecutive records of one run (contiguous in seq and position) become
+  // one block, as one group commit of theirs would have: an interactive
+  // session is not stored as a row per keystroke, and the copy is one insert.
+  auto insert = [&](const JournalRecord& r) {
     InsertBlock(st.ins_block, JournaledRow(r, &pack_buffer_));
     Totals& t = runs[r.run_pk];
     t.last_seq = r.first_seq + r.count - 1;
     t.events += r.count;
     t.bytes += r.payload_bytes;
+  };
+  JournalRecord merged;
+  std::string body;
+  for (size_t i = 0; i < pending_.size();) {
+    const JournalRecord& first = pending_[i];
+    size_t j = i + 1;
+    int64_t count = first.count;
+    size_t raw = first.body->size();
+    while (j < pending_.size()) {
+      const JournalRecord& r = pending_[j];
+      if (r.run_pk != first.run_pk || r.first_seq != first.first_seq + count ||
+          r.first_pos != first.first_pos + count || count + r.count > kMaxBlockEvents ||
+          raw + r.body->size() > kMaxBlockRawBytes) {
+        break;
+      }
+      count += r.count;
+      raw += r.body->size();
+      ++j;
+    }
+    bool intact = j > i + 1;
+    if (intact) {
+      merged = first;
+      merged.count = count;
+      body.clear();
+      body.reserve(raw);
+      int64_t prev_ts = first.base_ts;
+      for (size_t k = i; k < j && intact; ++k) {
+        const JournalRecord& r = pending_[k];
+        merged.max_ts = std::max(merged.max_ts, r.max_ts);
+        if (k > i) merged.payload_bytes += r.payload_bytes;
+        BlockReader reader(*r.body, r.base_ts);
+        EventView v;
+        int64_t n = 0;
+        for (; reader.Next(&v); ++n) EncodeEventView(v, &prev_ts, &body);
+        intact = reader.status().ok() && n == r.count;
+      }
+    }
+    if (intact) {
+      merged.body = std::make_shared<const std::string>(body);
+      insert(merged);
+    } else {  // one record (or, not expected: a body that does not decode) a block
+      for (size_t k = i; k < j; ++k) insert(pending_[k]);
+    }
+    i = j;
   }
   for (const auto& [pk, t] : runs) {
     st.upd_run.reset();
