@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -522,6 +523,22 @@ Status SqliteEventStore::RecoverJournal() {
     std::unordered_map<int64_t, int64_t> last;  // run_pk → last seq, as recovered so far
     const int64_t now = NowMicros();
     for (const JournalRecord& r : records) {
+      // A record passed its CRC, so it is what some writer wrote; still, what
+      // goes into event_blocks must be a block readers can read.
+      int64_t decoded = 0;
+      {
+        BlockReader reader(*r.body, r.base_ts);
+        EventView v;
+        while (reader.Next(&v)) ++decoded;
+        if (!reader.status().ok()) decoded = -1;
+      }
+      if (r.first_seq < 1 || r.first_pos < 1 || r.count > kMaxBlockEvents || decoded != r.count ||
+          r.first_seq > INT64_MAX / 2 || r.first_pos > INT64_MAX / 2) {
+        return Status::Corruption(fmt::format(
+            "append journal {}: a record of run {} is not a valid block (seq {}, {} events, {} "
+            "decoded); the journal is kept",
+            path, r.run_id, r.first_seq, r.count, decoded));
+      }
       auto it = last.find(r.run_pk);
       if (it == last.end()) {
         get_last.reset();
