@@ -459,6 +459,7 @@ HttpResponse Server::HealthStatus() {
   store["eventsAppended"] = st.events_appended;
   store["bytesAppended"] = st.bytes_appended;
   store["groupCommits"] = st.group_commits;
+  store["journalAppends"] = st.journal_appends;
   store["subscribers"] = st.subscribers;
   ManagerStats ms = manager_ ? manager_->Stats() : ManagerStats{};
   json sessions = {{"live", ms.live_sessions}, {"created", ms.sessions_created}};
@@ -513,7 +514,12 @@ HttpResponse Server::MetricsText() {
          st.events_appended);
   single("dispatch_event_bytes_appended_total", "counter", "Payload bytes written to the store.",
          st.bytes_appended);
-  single("dispatch_store_group_commits_total", "counter", "Store transactions.", st.group_commits);
+  single("dispatch_store_group_commits_total", "counter",
+         "Durable store commits (transactions and append-journal writes).", st.group_commits);
+  single("dispatch_store_journal_appends_total", "counter",
+         "Appends made durable in the append journal.", st.journal_appends);
+  single("dispatch_store_journal_copies_total", "counter",
+         "Transactions that copied journaled appends into SQLite.", st.journal_drains);
   single("dispatch_store_subscribers", "gauge", "Live store subscriptions.", st.subscribers);
   single("dispatch_store_subscriber_lags_total", "counter", "Times a store subscriber fell behind.",
          st.subscriber_lags);

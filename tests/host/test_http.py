@@ -275,3 +275,19 @@ def test_tls_serves_https_and_wss(tmp_path):
         asyncio.run(go())
     finally:
         h.close()
+
+
+def test_the_host_is_its_stores_only_writer(host, tmp_path):
+    # The host opens its store exclusively: a writer in another process (import) is
+    # refused with a clear message, a reader (sessions) is served; the journal's
+    # counters are in /metrics.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, out, err = run_host_cmd("import", str(empty), "--data", host.data)
+    assert code != 0 and "held exclusively" in err, (code, out, err)
+    code, out, err = run_host_cmd("sessions", "--data", host.data)
+    assert code == 0, err
+    status, text, _ = host.request("GET", "/metrics")
+    assert status == 200
+    assert "dispatch_store_journal_appends_total" in text
+    assert "dispatch_store_journal_copies_total" in text
