@@ -41,7 +41,10 @@ struct Fixture {
 
   explicit Fixture(std::function<void(ManagerOptions&)> tweak = nullptr) {
     REQUIRE(::mkdir(root.c_str(), 0755) == 0);
-    store = dispatch::testing::OpenStore(tmp.file("events.db"));
+    // Exclusive, as dispatch-host opens its store: small appends (echoes,
+    // prompts, status events of known runs) go through the append journal.
+    store = dispatch::testing::OpenStore(tmp.file("events.db"), dispatch::Durability::kNormal,
+                                         /*exclusive=*/true);
     Start(std::move(tweak));
   }
   void Start(std::function<void(ManagerOptions&)> tweak = nullptr) {
@@ -160,6 +163,9 @@ TEST_SUITE("RunSessionManager") {
     REQUIRE(rs != nullptr);
     CHECK(json::parse(rs->payload) == json{{"cols", 100}, {"rows", 40}});
     CHECK(f.mgr->Input(run, "x").code() == StatusCode::kNotFound);
+    // The fixture's store is exclusive: the small appends of this session
+    // went through the append journal (and every read above saw them).
+    CHECK(f.store->Stats().journal_appends > 0);
   }
 
   TEST_CASE("Input at a read -s prompt is recorded redacted, typed commands in clear") {

@@ -25,10 +25,12 @@ inline NewEvent Ev(std::string payload, std::string channel = "pty:stdout",
 }
 
 inline std::unique_ptr<EventStore> OpenStore(const std::string& path,
-                                             Durability d = Durability::kNormal) {
+                                             Durability d = Durability::kNormal,
+                                             bool exclusive = false) {
   StoreOptions o;
   o.path = path;
   o.durability = d;
+  o.exclusive = exclusive;
   auto r = EventStore::Open(o);
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   return std::move(r).value();
