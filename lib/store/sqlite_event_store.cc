@@ -156,7 +156,6 @@ constexpr size_t kJournalMaxAppendBytes = 64 * 1024;
 constexpr int64_t kJournalSoftPending = 256;
 constexpr size_t kJournalMaxPending = 1024;
 constexpr size_t kJournalMaxPendingBytes = size_t{1} << 20;
-constexpr uint64_t kJournalMaxFileBytes = uint64_t{8} << 20;
 std::atomic<int64_t> g_journal_idle_us{20'000};
 
 // > 0 while this thread is inside a read (holding the store's life lock):
@@ -340,9 +339,10 @@ Status SqliteEventStore::OpenDatabase() {
         if (!rs.ok()) return rs;
       }
       if (options_.exclusive && options_.durability != Durability::kFull) {
+        // Without it (no space for the file, no mapping) appends commit as
+        // usual: the journal is only a faster path.
         auto j = AppendJournal::Open(options_.path + "-append.log");
-        if (!j.ok()) return j.status();
-        journal_ = std::move(*j);
+        if (j.ok()) journal_ = std::move(*j);
       }
       SQLite::Statement& np = writer_stmts_->get_next_pos;
       if (!np.executeStep()) return Status::Corruption("store_meta has no next_position");
@@ -511,10 +511,10 @@ Status SqliteEventStore::LockFile() {
 Status SqliteEventStore::RecoverJournal() {
   const std::string path = options_.path + "-append.log";
   std::vector<JournalRecord> records;
-  uint64_t dropped = 0;
-  Status s = AppendJournal::ReadAll(path, &records, &dropped);
+  uint64_t stopped_at = 0;
+  Status s = AppendJournal::ReadAll(path, &records, &stopped_at);
   if (!s.ok()) return s;
-  if (records.empty() && dropped == 0) return Status::Ok();
+  if (records.empty()) return Status::Ok();
   SQLite::Database& db = *writer_db_;
   WriterStatements& st = *writer_stmts_;
   try {
@@ -604,7 +604,7 @@ bool SqliteEventStore::TryJournalAppend(Request& req) {
     bytes += e.payload.size();
   }
   if (bytes > kJournalMaxAppendBytes || pending_.size() >= kJournalMaxPending ||
-      pending_bytes_ + bytes > kJournalMaxPendingBytes || journal_->size() > kJournalMaxFileBytes) {
+      pending_bytes_ + bytes > kJournalMaxPendingBytes) {
     return false;
   }
   auto started = std::chrono::steady_clock::now();
@@ -747,9 +747,7 @@ void SqliteEventStore::FinishDrain() {
   pending_bytes_ = 0;
   journal_pending_.store(0);
   stat_journal_drains_.fetch_add(1);
-  // If it cannot be emptied, its records are found in SQLite at the next
-  // open and skipped; meanwhile appends commit the usual way once it is full.
-  (void)journal_->Reset();
+  journal_->Reset();
 }
 
 Status SqliteEventStore::DrainJournal() {
@@ -1786,6 +1784,9 @@ Status SqliteEventStore::Close() {
   }
   writer_stmts_.reset();
   writer_db_.reset();
+  // Everything journaled was copied by the writer before it stopped (if a
+  // copy failed, the blocks stay in the file for the next open).
+  if (journal_ && pending_.empty()) journal_->Discard();
   journal_.reset();
   if (temporary_) {
     for (const char* suffix : {"", "-wal", "-shm", "-append.log"}) {

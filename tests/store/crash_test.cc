@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "store/append_journal.h"
 #include "support/store_helpers.h"
 
 using namespace dispatch;
@@ -107,8 +108,12 @@ void RunTrials(int trials, Durability d, bool exclusive = false) {
     REQUIRE(waitpid(pid, &status, 0) == pid);
     REQUIRE_MESSAGE(WIFSIGNALED(status), "child exited on its own with " << WEXITSTATUS(status));
 
-    struct stat jst {};
-    if (::stat((path + "-append.log").c_str(), &jst) == 0 && jst.st_size > 0) ++journal_left;
+    {
+      std::vector<internal::JournalRecord> records;
+      uint64_t end = 0;
+      REQUIRE(internal::AppendJournal::ReadAll(path + "-append.log", &records, &end).ok());
+      if (!records.empty()) ++journal_left;
+    }
     auto store = OpenStore(path);
     for (int run = 0; run < 3; ++run) {
       std::string run_id = "crash-" + std::to_string(run);
