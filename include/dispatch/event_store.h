@@ -61,7 +61,7 @@ struct StoreOptions {
   // with kBusy while any other process has the store open for writing, and a
   // writable open fails with kBusy while another process holds it
   // exclusively. In return, a small commit_inline append whose run already
-  // exists is made durable by one write to the append journal
+  // exists is made durable by one store into the (mapped) append journal
   // (`<path>-append.log`) instead of a SQLite transaction (a few µs instead
   // of tens), and copied into SQLite by the writer thread shortly after
   // (within ~20 ms of the writer being idle, before any read of this store,
