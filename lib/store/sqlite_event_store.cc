@@ -94,6 +94,16 @@ struct WriterStatements {
         upd_pos(db, "UPDATE store_meta SET value = max(value, ?) WHERE key='next_position'") {}
   SQLite::Statement begin, commit, rollback, get_run, get_id, get_next_pos, ins_run, upd_run,
       ins_block, ins_id, upd_pos;
+  // A run's row after `events` more events (`bytes` of payload) up to `last_seq`.
+  void UpdateRun(int64_t run_pk, int64_t last_seq, int64_t events, int64_t bytes, int64_t now) {
+    upd_run.reset();
+    upd_run.bind(1, last_seq);
+    upd_run.bind(2, events);
+    upd_run.bind(3, bytes);
+    upd_run.bind(4, now);
+    upd_run.bind(5, run_pk);
+    upd_run.exec();
+  }
 };
 
 namespace {
@@ -521,8 +531,8 @@ Status SqliteEventStore::RecoverJournal() {
     WriteTransaction txn(st);
     SQLite::Statement get_last(db, "SELECT last_seq FROM runs WHERE run_pk = ?");
     std::unordered_map<int64_t, int64_t> last;  // run_pk → last seq, as recovered so far
-    const int64_t now = NowMicros();
-    for (const JournalRecord& r : records) {
+    std::vector<JournalRecord> missing;         // what SQLite does not hold yet, in order
+    for (JournalRecord& r : records) {
       // A record passed its CRC, so it is what some writer wrote; still, what
       // goes into event_blocks must be a block readers can read.
       int64_t decoded = 0;
@@ -559,16 +569,10 @@ Status SqliteEventStore::RecoverJournal() {
             "the journal is kept",
             path, r.run_id, r.first_seq, it->second));
       }
-      InsertBlock(st.ins_block, JournaledRow(r, &pack_buffer_));
-      st.upd_run.reset();
-      st.upd_run.bind(1, end_seq);
-      st.upd_run.bind(2, r.count);
-      st.upd_run.bind(3, r.payload_bytes);
-      st.upd_run.bind(4, now);
-      st.upd_run.bind(5, r.run_pk);
-      st.upd_run.exec();
       it->second = end_seq;
+      missing.push_back(std::move(r));
     }
+    WriteJournaled(missing);
     txn.Commit();
   } catch (const SQLite::Exception& e) {
     return FromSqlite(e, fmt::format("recovering the append journal {}", path));
@@ -634,7 +638,8 @@ bool SqliteEventStore::TryJournalAppend(Request& req) {
   rs.last_seq += n;
   next_pos_ += n;
   pending_bytes_ += bytes;
-  pending_.push_back(rec);
+  pending_.push_back(std::move(rec));
+  const JournalRecord& kept = pending_.back();
   const bool first = journal_pending_.fetch_add(1) == 0;
   last_journal_us_.store(now);
 
@@ -646,18 +651,18 @@ bool SqliteEventStore::TryJournalAppend(Request& req) {
 
   auto cb = std::make_shared<CommittedBlock>();
   cb->run_id = req.run_id;
-  cb->first_seq = rec.first_seq;
-  cb->first_pos = rec.first_pos;
+  cb->first_seq = kept.first_seq;
+  cb->first_pos = kept.first_pos;
   cb->count = n;
-  cb->base_ts = rec.base_ts;
-  cb->body = std::move(body);
+  cb->base_ts = kept.base_ts;
+  cb->body = kept.body;
   hub_.Publish(BlockList{std::move(cb)});
 
   AppendResult ar;
   ar.seqs.resize(req.events.size());
-  for (int64_t i = 0; i < n; ++i) ar.seqs[static_cast<size_t>(i)] = rec.first_seq + i;
-  ar.first_seq = rec.first_seq;
-  ar.first_position = rec.first_pos;
+  for (int64_t i = 0; i < n; ++i) ar.seqs[static_cast<size_t>(i)] = kept.first_seq + i;
+  ar.first_seq = kept.first_seq;
+  ar.first_position = kept.first_pos;
   ar.last_seq = rs.last_seq;
   ar.written = n;
   if (req.options.return_events) ar.events = std::move(req.events);
@@ -668,8 +673,8 @@ bool SqliteEventStore::TryJournalAppend(Request& req) {
   return true;
 }
 
-void SqliteEventStore::WritePending() {
-  if (pending_.empty()) return;
+void SqliteEventStore::WriteJournaled(const std::vector<JournalRecord>& records) {
+  if (records.empty()) return;
   WriterStatements& st = *writer_stmts_;
   const int64_t now = NowMicros();
   struct Totals {
@@ -688,13 +693,13 @@ void SqliteEventStore::WritePending() {
   };
   JournalRecord merged;
   std::string body;
-  for (size_t i = 0; i < pending_.size();) {
-    const JournalRecord& first = pending_[i];
+  for (size_t i = 0; i < records.size();) {
+    const JournalRecord& first = records[i];
     size_t j = i + 1;
     int64_t count = first.count;
     size_t raw = first.body->size();
-    while (j < pending_.size()) {
-      const JournalRecord& r = pending_[j];
+    while (j < records.size()) {
+      const JournalRecord& r = records[j];
       if (r.run_pk != first.run_pk || r.first_seq != first.first_seq + count ||
           r.first_pos != first.first_pos + count || count + r.count > kMaxBlockEvents ||
           raw + r.body->size() > kMaxBlockRawBytes) {
@@ -712,7 +717,7 @@ void SqliteEventStore::WritePending() {
       body.reserve(raw);
       int64_t prev_ts = first.base_ts;
       for (size_t k = i; k < j && intact; ++k) {
-        const JournalRecord& r = pending_[k];
+        const JournalRecord& r = records[k];
         merged.max_ts = std::max(merged.max_ts, r.max_ts);
         if (k > i) merged.payload_bytes += r.payload_bytes;
         BlockReader reader(*r.body, r.base_ts);
@@ -726,19 +731,11 @@ void SqliteEventStore::WritePending() {
       merged.body = std::make_shared<const std::string>(body);
       insert(merged);
     } else {  // one record (or, not expected: a body that does not decode) a block
-      for (size_t k = i; k < j; ++k) insert(pending_[k]);
+      for (size_t k = i; k < j; ++k) insert(records[k]);
     }
     i = j;
   }
-  for (const auto& [pk, t] : runs) {
-    st.upd_run.reset();
-    st.upd_run.bind(1, t.last_seq);
-    st.upd_run.bind(2, t.events);
-    st.upd_run.bind(3, t.bytes);
-    st.upd_run.bind(4, now);
-    st.upd_run.bind(5, pk);
-    st.upd_run.exec();
-  }
+  for (const auto& [pk, t] : runs) st.UpdateRun(pk, t.last_seq, t.events, t.bytes, now);
 }
 
 void SqliteEventStore::FinishDrain() {
@@ -754,7 +751,7 @@ Status SqliteEventStore::DrainJournal() {
   if (pending_.empty()) return Status::Ok();
   try {
     WriteTransaction txn(*writer_stmts_);
-    WritePending();
+    WriteJournaled(pending_);
     txn.Commit();
   } catch (const SQLite::Exception& e) {
     return FromSqlite(e, "copying the append journal into the store failed");
@@ -994,7 +991,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     WriteTransaction txn(st);
     // Journaled blocks go first: they were appended first (and the run rows
     // read below must include them).
-    WritePending();
+    WriteJournaled(pending_);
     // The remembered run states hold if nothing else wrote since this
     // writer's last commit (read now that the transaction has started).
     if (run_state_valid_) {
@@ -1114,7 +1111,6 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
     // Write blocks, runs and ids.
     int64_t next_pos = next_pos_;
     SQLite::Statement& ins_run = st.ins_run;
-    SQLite::Statement& upd_run = st.upd_run;
     SQLite::Statement& ins_block = st.ins_block;
     SQLite::Statement& ins_id = st.ins_id;
     std::string& packed = pack_buffer_;  // reused: no allocation per commit
@@ -1133,13 +1129,7 @@ void SqliteEventStore::CommitAppends(std::vector<Request>& group) {
         w.pk = db.getLastInsertRowid();
         new_pks.emplace(run_id, w.pk);
       } else {
-        upd_run.reset();
-        upd_run.bind(1, w.last_seq);
-        upd_run.bind(2, w.added_events);
-        upd_run.bind(3, w.added_bytes);
-        upd_run.bind(4, now);
-        upd_run.bind(5, w.pk);
-        upd_run.exec();
+        st.UpdateRun(w.pk, w.last_seq, w.added_events, w.added_bytes, now);
       }
       for (RunWork::Block& b : w.blocks) {
         Codec codec = CompressBody(b.body, &packed);

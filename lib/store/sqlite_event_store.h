@@ -131,9 +131,11 @@ class SqliteEventStore final : public EventStore {
   // it, if it qualifies (a small append to a run this writer knows, no ids,
   // no expected seq, room left); false = commit it the usual way.
   bool TryJournalAppend(Request& req);
-  // Writer role, inside a write transaction: inserts the pending journaled
-  // blocks. FinishDrain after the commit forgets them and empties the file.
-  void WritePending();
+  // Writer role, inside a write transaction: inserts journaled blocks (the
+  // pending ones, or those recovered), consecutive records of a run as one
+  // block, and updates their runs. FinishDrain after the copy's commit
+  // forgets the pending ones and starts a new generation of the file.
+  void WriteJournaled(const std::vector<JournalRecord>& records);
   void FinishDrain();
   // Writer role: copies the pending blocks into SQLite in a transaction.
   Status DrainJournal();

@@ -29,9 +29,14 @@ using namespace dispatch::testing;
 namespace {
 
 std::unique_ptr<EventStore> OpenExclusive(const std::string& path) {
+  return OpenStore(path, Durability::kNormal, /*exclusive=*/true);
+}
+
+// Another reader of the file (as another process would open it).
+std::unique_ptr<EventStore> OpenReadOnly(const std::string& path) {
   StoreOptions o;
   o.path = path;
-  o.exclusive = true;
+  o.read_only = true;
   auto r = EventStore::Open(o);
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   return std::move(r).value();
@@ -185,12 +190,7 @@ TEST_SUITE("Append journal") {
     CHECK(JournalRecords(path) == 49);
     {
       // Another reader of the file does not see journaled blocks yet…
-      StoreOptions o;
-      o.path = path;
-      o.read_only = true;
-      auto other = EventStore::Open(o);
-      REQUIRE(other.ok());
-      CHECK(*(*other)->LastSeq("r") == 1);
+      CHECK(*OpenReadOnly(path)->LastSeq("r") == 1);
     }
     // …this store's reads do (they copy first).
     CheckRun(*store, "r", 50);
@@ -221,12 +221,7 @@ TEST_SUITE("Append journal") {
     CHECK(store->Stats().journal_appends > 49);
     REQUIRE(store->Flush().ok());
     CHECK(JournalRecords(path) == 0);
-    StoreOptions o;
-    o.path = path;
-    o.read_only = true;
-    auto other = EventStore::Open(o);
-    REQUIRE(other.ok());
-    CheckRun(**other, "r", 60);
+    CheckRun(*OpenReadOnly(path), "r", 60);
   }
 
   TEST_CASE("What does not qualify commits as usual, after the journaled blocks") {
