@@ -163,7 +163,7 @@ Status Server::Start() {
 
   if (manager_) {
     published_sub_ = manager_->Subscribe("*", [this](const EventView& e) {
-      auto it = published_.find(std::string(e.run_id));
+      auto it = published_.find(e.run_id);
       if (it == published_.end()) {
         published_.emplace(std::string(e.run_id), e.seq);
       } else if (e.seq > it->second) {
@@ -900,8 +900,9 @@ void Server::HandleMessage(WsClient* c, InMessage& m) {
       ReplyError(c, m.id, "invalid_argument", "data (string) is required", run);
       return;
     }
-    std::string enc = "text";
-    if (auto e = m.data.find("encoding"); e != m.data.end() && e->is_string()) enc = *e;
+    std::string_view enc = "text";
+    if (auto e = m.data.find("encoding"); e != m.data.end() && e->is_string())
+      enc = e->get_ref<const std::string&>();
     std::string bytes;
     Encoding encoding = Encoding::kText;
     if (enc == "bytes" || enc == "base64") {
@@ -913,7 +914,7 @@ void Server::HandleMessage(WsClient* c, InMessage& m) {
       bytes = std::move(*decoded);
       encoding = Encoding::kBytes;
     } else if (enc == "text" || enc == "utf8" || enc == "utf-8") {
-      bytes = d->get<std::string>();
+      bytes = std::move(d->get_ref<std::string&>());  // (the message is ours)
     } else {
       ReplyError(c, m.id, "invalid_argument", "encoding must be text or bytes", run);
       return;
@@ -925,7 +926,7 @@ void Server::HandleMessage(WsClient* c, InMessage& m) {
       ReplyStatus(c, m.id, s, run);
       return;
     }
-    Reply(c, m.id, json{{"runId", run}, {"bytes", n}});
+    if (m.id) Reply(c, m.id, json{{"runId", run}, {"bytes", n}});
   } else if (ev == "run:resize") {
     if (!run_of(&run) || !may_control(run)) return;
     auto cols = m.data.find("cols");

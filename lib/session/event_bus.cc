@@ -7,6 +7,7 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 namespace dispatch {
 
@@ -60,16 +61,36 @@ struct EventBus::Rep {
     BusSubscribeOptions options;
     std::atomic<bool> active{true};
   };
+  // Subscriptions are indexed by run, so that a publish looks only at the
+  // event's run and at the all-runs list. Each list is immutable once
+  // published (copy on write): a publish takes two references under the
+  // lock and delivers without it, with no copy of the list per event.
+  using List = std::vector<std::shared_ptr<Sub>>;  // in id order
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
 
   size_t max_dead;
-  mutable std::mutex mu;                 // guards subs, dead, counters
-  std::vector<std::shared_ptr<Sub>> subs;
+  mutable std::mutex mu;  // guards the lists, dead and next_id
+  std::shared_ptr<const List> any_run = std::make_shared<List>();
+  std::unordered_map<std::string, std::shared_ptr<const List>, Hash, std::equal_to<>> by_run;
+  size_t count = 0;
   std::deque<DeadLetter> dead;
-  BusCounters counters;
   BusSubscriptionId next_id = 1;
+  std::atomic<int64_t> published{0}, delivered{0}, failed{0}, dead_lettered{0};
 
-  std::mutex publish_mu;                 // held while handlers run
+  std::mutex publish_mu;  // held while handlers run
   std::atomic<std::thread::id> publisher{};
+
+  // The list `sub` belongs in (null slot: none yet). Caller holds mu.
+  std::shared_ptr<const List>* Slot(const std::string& run_id, bool create) {
+    if (run_id.empty()) return &any_run;
+    auto it = by_run.find(run_id);
+    if (it != by_run.end()) return &it->second;
+    if (!create) return nullptr;
+    return &by_run.emplace(run_id, std::make_shared<List>()).first->second;
+  }
 };
 
 EventBus::EventBus(size_t max_dead_letters) : rep_(std::make_unique<Rep>()) {
@@ -87,22 +108,37 @@ BusSubscriptionId EventBus::Subscribe(std::string pattern, BusHandler handler,
   sub->options = std::move(options);
   std::lock_guard<std::mutex> l(rep_->mu);
   sub->id = rep_->next_id++;
-  rep_->subs.push_back(sub);
-  return sub->id;
+  std::shared_ptr<const Rep::List>* slot = rep_->Slot(sub->options.run_id, true);
+  auto list = std::make_shared<Rep::List>(**slot);
+  list->push_back(std::move(sub));
+  *slot = std::move(list);
+  rep_->count++;
+  return rep_->next_id - 1;
 }
 
 bool EventBus::Unsubscribe(BusSubscriptionId id) {
   bool found = false;
   {
     std::lock_guard<std::mutex> l(rep_->mu);
-    for (auto it = rep_->subs.begin(); it != rep_->subs.end(); ++it) {
-      if ((*it)->id == id) {
-        (*it)->active.store(false);
-        rep_->subs.erase(it);
-        found = true;
-        break;
+    auto remove = [&](std::shared_ptr<const Rep::List>& slot) {
+      for (size_t i = 0; i < slot->size(); ++i) {
+        if ((*slot)[i]->id != id) continue;
+        (*slot)[i]->active.store(false);
+        auto list = std::make_shared<Rep::List>(*slot);
+        list->erase(list->begin() + static_cast<std::ptrdiff_t>(i));
+        slot = std::move(list);
+        return true;
       }
+      return false;
+    };
+    found = remove(rep_->any_run);
+    for (auto it = rep_->by_run.begin(); !found && it != rep_->by_run.end(); ++it) {
+      if (!remove(it->second)) continue;
+      found = true;
+      if (it->second->empty()) rep_->by_run.erase(it);
+      break;
     }
+    if (found) rep_->count--;
   }
   // Outside a handler, wait for a publish in progress on another thread so
   // that the handler is guaranteed not to run once we return.
@@ -121,33 +157,36 @@ void EventBus::Publish(const EventView& event) {
     pl.lock();
     rep_->publisher.store(std::this_thread::get_id());
   }
-  std::vector<std::shared_ptr<Rep::Sub>> subs;
+  rep_->published.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<const Rep::List> any, run;
   {
     std::lock_guard<std::mutex> l(rep_->mu);
-    rep_->counters.published++;
-    subs = rep_->subs;
+    any = rep_->any_run;
+    if (auto it = rep_->by_run.find(event.run_id); it != rep_->by_run.end()) run = it->second;
   }
-  for (const auto& s : subs) {
+  // The two lists merged in id order: handlers run in the order they
+  // subscribed.
+  size_t i = 0, j = 0;
+  const size_t ni = any->size(), nj = run ? run->size() : 0;
+  while (i < ni || j < nj) {
+    const Rep::Sub* s = (j >= nj || (i < ni && (*any)[i]->id < (*run)[j]->id))
+                            ? (*any)[i++].get()
+                            : (*run)[j++].get();
     if (!s->active.load()) continue;
-    if (!s->options.run_id.empty() && s->options.run_id != event.run_id) continue;
     if (!EventPatternMatches(s->pattern, event.channel, event.type)) continue;
     std::string error;
-    bool ok = false;
     try {
       s->handler(event);
-      ok = true;
+      rep_->delivered.fetch_add(1, std::memory_order_relaxed);
+      continue;
     } catch (const std::exception& e) {
       error = e.what();
     } catch (...) {
       error = "unknown exception";
     }
+    rep_->failed.fetch_add(1, std::memory_order_relaxed);
+    rep_->dead_lettered.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard<std::mutex> l(rep_->mu);
-    if (ok) {
-      rep_->counters.delivered++;
-      continue;
-    }
-    rep_->counters.failed++;
-    rep_->counters.dead_lettered++;
     if (rep_->max_dead == 0) continue;
     if (rep_->dead.size() >= rep_->max_dead) rep_->dead.pop_front();
     rep_->dead.push_back(DeadLetter{event.ToEvent(), s->id, s->options.name, std::move(error),
@@ -157,9 +196,13 @@ void EventBus::Publish(const EventView& event) {
 }
 
 BusCounters EventBus::counters() const {
+  BusCounters c;
+  c.published = rep_->published.load();
+  c.delivered = rep_->delivered.load();
+  c.failed = rep_->failed.load();
+  c.dead_lettered = rep_->dead_lettered.load();
   std::lock_guard<std::mutex> l(rep_->mu);
-  BusCounters c = rep_->counters;
-  c.subscriptions = static_cast<int64_t>(rep_->subs.size());
+  c.subscriptions = static_cast<int64_t>(rep_->count);
   return c;
 }
 

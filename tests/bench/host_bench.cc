@@ -16,7 +16,8 @@
 //   and the pty side's own pace (stderr).
 //
 // ws_echo_latency_p50_us / _p99_us: 1,000 keystrokes into an interactive bash
-//   (readline echoes each), from sending run:input to receiving the run:event
+//   (readline echoes each), from writing the run:input frame (built before
+//   the clock starts, as the bare key is) to receiving the run:event frame
 //   carrying the echo; the host sends an event only after the store has
 //   committed it. baseline_bare_echo_p50_us / _p99_us: the same keystrokes on
 //   a bare pty (write → read).
@@ -248,7 +249,10 @@ struct Ws {
     return static_cast<size_t>(n);
   }
 
-  void Send(const json& msg) {
+  void Send(const json& msg) { WriteAll(fd, Frame(msg)); }
+
+  // A masked text frame carrying `msg`.
+  static std::string Frame(const json& msg) {
     std::string p = msg.dump();
     std::string f;
     f += static_cast<char>(0x81);
@@ -265,7 +269,7 @@ struct Ws {
     const unsigned char mask[4] = {1, 2, 3, 4};
     f.append(reinterpret_cast<const char*>(mask), 4);
     for (size_t i = 0; i < p.size(); ++i) f += static_cast<char>(p[i] ^ mask[i % 4]);
-    WriteAll(fd, f);
+    return f;
   }
 
   // Parses one complete message out of the buffer if there is one. The view
@@ -407,8 +411,12 @@ std::vector<double> WsEchoUs(int port, int samples) {
   std::vector<double> out;
   for (int i = 0; i < samples; ++i) {
     std::string key = (i % 2 == 0) ? "x" : "\x7f";
+    // The frame is built first: the clock starts when the keystroke goes
+    // out (the write), as it does for the bare pty, so that the client's own
+    // JSON work is not counted as the host's.
+    std::string frame = Ws::Frame({{"event", "run:input"}, {"data", {{"runId", run}, {"data", key}}}});
     auto t0 = Clock::now();
-    ws.Send({{"event", "run:input"}, {"data", {{"runId", run}, {"data", key}}}});
+    WriteAll(ws.fd, frame);
     bool got = false;
     while (!got) {
       if (!ws.Recv(&m, 2000)) Die("no echo");

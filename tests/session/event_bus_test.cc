@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -118,6 +119,80 @@ TEST_SUITE("EventBus") {
     CHECK(calls == 1);
     CHECK(bus.Subscribe("", [](const EventView&) {}) == 0);
     CHECK(bus.Subscribe("*", nullptr) == 0);
+  }
+
+  TEST_CASE("Handlers run in subscription order across per-run and all-run subscriptions") {
+    // The bus keeps per-run and all-run subscriptions apart (a publish looks
+    // only at its run's); the order they subscribed in is still the order
+    // they run in.
+    EventBus bus;
+    std::vector<std::string> calls;
+    auto sub = [&](std::string name, std::string run) {
+      dispatch::BusSubscribeOptions o;
+      o.run_id = std::move(run);
+      return bus.Subscribe(
+          "*", [&calls, name](const EventView& e) { calls.push_back(name + "@" + std::string(e.run_id)); },
+          o);
+    };
+    sub("all1", "");
+    auto a1 = sub("a1", "a");
+    sub("b1", "b");
+    sub("all2", "");
+    sub("a2", "a");
+    bus.Publish(Ev("a", 1, "x", "y"));
+    CHECK(calls == std::vector<std::string>{"all1@a", "a1@a", "all2@a", "a2@a"});
+    calls.clear();
+    bus.Publish(Ev("c", 1, "x", "y"));
+    CHECK(calls == std::vector<std::string>{"all1@c", "all2@c"});
+    calls.clear();
+    sub("all3", "");
+    CHECK(bus.Unsubscribe(a1));
+    bus.Publish(Ev("a", 2, "x", "y"));
+    CHECK(calls == std::vector<std::string>{"all1@a", "all2@a", "a2@a", "all3@a"});
+    calls.clear();
+    bus.Publish(Ev("b", 1, "x", "y"));
+    CHECK(calls == std::vector<std::string>{"all1@b", "b1@b", "all2@b", "all3@b"});
+    CHECK(bus.counters().subscriptions == 5);
+
+    // Unsubscribed by an earlier handler of the same publish: not called.
+    EventBus bus2;
+    std::vector<int> order;
+    dispatch::BusSubscriptionId victim = 0;
+    bus2.Subscribe("*", [&](const EventView&) {
+      order.push_back(1);
+      bus2.Unsubscribe(victim);
+    });
+    dispatch::BusSubscribeOptions o;
+    o.run_id = "r";
+    victim = bus2.Subscribe("*", [&](const EventView&) { order.push_back(2); }, o);
+    bus2.Publish(Ev("r", 1, "x", "y"));
+    bus2.Publish(Ev("r", 2, "x", "y"));
+    CHECK(order == std::vector<int>{1, 1});
+  }
+
+  TEST_CASE("Thousands of per-run subscriptions: each event reaches only its run's") {
+    EventBus bus;
+    std::vector<int> hits(2000, 0);
+    std::vector<dispatch::BusSubscriptionId> ids;
+    for (int i = 0; i < 2000; ++i) {
+      dispatch::BusSubscribeOptions o;
+      o.run_id = "run-" + std::to_string(i);
+      ids.push_back(bus.Subscribe("pty:*", [&hits, i](const EventView&) { hits[i]++; }, o));
+    }
+    for (int i = 0; i < 2000; i += 7) {
+      std::string run = "run-" + std::to_string(i);
+      bus.Publish(Ev(run, 1, "pty:stdout", "chunk"));
+      bus.Publish(Ev(run, 2, "system:status", "running"));  // no pattern match
+    }
+    for (int i = 0; i < 2000; ++i) CHECK(hits[i] == (i % 7 == 0 ? 1 : 0));
+    for (int i = 0; i < 2000; i += 2) CHECK(bus.Unsubscribe(ids[i]));
+    CHECK_FALSE(bus.Unsubscribe(ids[0]));
+    CHECK(bus.counters().subscriptions == 1000);
+    bus.Publish(Ev("run-0", 3, "pty:stdout", "chunk"));
+    bus.Publish(Ev("run-1", 3, "pty:stdout", "chunk"));
+    CHECK(hits[0] == 1);
+    CHECK(hits[1] == 1);
+    CHECK(bus.counters().delivered == 286 + 1);
   }
 
   TEST_CASE("Unsubscribe from another thread waits for a running handler") {

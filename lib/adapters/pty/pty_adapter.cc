@@ -67,6 +67,8 @@ constexpr size_t kReadBufferBytes = 256 * 1024;
 constexpr size_t kMaxWriteBacklog = 1 << 20;
 constexpr uint64_t kExitGraceMs = 200;
 constexpr size_t kFloodEnterBytes = 32 * 1024;
+// A first read shorter than this ends a drain (see DrainPty).
+constexpr size_t kShortReadBytes = 512;
 constexpr size_t kFloodQueueBytes = 1024 * 1024;
 constexpr int kFloodIdleMs = 50;
 // Reader threads in the process at once; past that a flooding session is
@@ -76,7 +78,7 @@ constexpr int kMaxFloodReaders = 16;
 std::atomic<int> g_flood_readers{0};
 
 // Reads `fd` (non-blocking) into `buf` until EAGAIN, EOF/EIO or `cap`
-// bytes. Returns the count; *eof is set on 0 or an error other than EAGAIN
+// bytes, or after a first read of fewer than kShortReadBytes. Returns the count; *eof is set on 0 or an error other than EAGAIN
 // (EIO: every slave fd is closed).
 size_t DrainPty(int fd, char* buf, size_t cap, bool* eof) {
   size_t n = 0;
@@ -84,6 +86,9 @@ size_t DrainPty(int fd, char* buf, size_t cap, bool* eof) {
     ssize_t r = ::read(fd, buf + n, cap - n);
     if (r > 0) {
       n += static_cast<size_t>(r);
+      // A small first read (an echo, a prompt) is all there is: the read
+      // that would say EAGAIN is skipped (the poll reports anything later).
+      if (n < kShortReadBytes) break;
       continue;
     }
     if (r < 0 && errno == EINTR) continue;
