@@ -134,24 +134,25 @@ TEST_SUITE("Subscription") {
     for (int i = 0; i < 100; ++i) batch.push_back(Ev(std::to_string(i)));
     REQUIRE(store->Append("r", batch).ok());
     std::unique_ptr<Subscription> sub;
-    std::mutex mu;
+    // The callback waits until `sub` is set (no lock held across Subscribe,
+    // which ThreadSanitizer would report as an order against the store's).
+    std::promise<void> assigned;
+    std::shared_future<void> is_assigned = assigned.get_future().share();
     std::atomic<int> seen{0};
     std::promise<void> done;
     SubscriptionHandlers h;
     h.on_event = [&](const EventView& v) {
       ++seen;
       if (v.seq == 10) {
-        std::lock_guard<std::mutex> lk(mu);
+        is_assigned.wait();
         sub->Cancel();
         done.set_value();
       }
     };
-    {
-      std::lock_guard<std::mutex> lk(mu);
-      auto r = store->Subscribe("r", 0, h);
-      REQUIRE(r.ok());
-      sub = std::move(r).value();
-    }
+    auto r = store->Subscribe("r", 0, h);
+    REQUIRE(r.ok());
+    sub = std::move(r).value();
+    assigned.set_value();
     done.get_future().wait();
     REQUIRE(store->Append("r", std::vector<NewEvent>{Ev("more")}).ok());
     std::this_thread::sleep_for(100ms);
@@ -165,21 +166,20 @@ TEST_SUITE("Subscription") {
     REQUIRE(store->Append("r", std::vector<NewEvent>{Ev("1"), Ev("2")}).ok());
     auto holder = std::make_shared<std::unique_ptr<Subscription>>();
     std::promise<void> done;
-    std::mutex mu;
+    std::promise<void> assigned;  // as above: no lock held across Subscribe
+    std::shared_future<void> is_assigned = assigned.get_future().share();
     SubscriptionHandlers h;
     h.on_event = [&, holder](const EventView&) {
-      std::lock_guard<std::mutex> lk(mu);
+      is_assigned.wait();
       if (*holder) {
         holder->reset();
         done.set_value();
       }
     };
-    {
-      std::lock_guard<std::mutex> lk(mu);
-      auto r = store->Subscribe("r", 0, h);
-      REQUIRE(r.ok());
-      *holder = std::move(r).value();
-    }
+    auto r = store->Subscribe("r", 0, h);
+    REQUIRE(r.ok());
+    *holder = std::move(r).value();
+    assigned.set_value();
     CHECK(done.get_future().wait_for(10s) == std::future_status::ready);
   }
 
