@@ -75,7 +75,7 @@ struct EventBus::Rep {
   mutable std::mutex mu;  // guards the lists, dead and next_id
   std::shared_ptr<const List> any_run = std::make_shared<List>();
   std::unordered_map<std::string, std::shared_ptr<const List>, Hash, std::equal_to<>> by_run;
-  size_t count = 0;
+  std::unordered_map<BusSubscriptionId, std::string> run_of;  // every live subscription's run
   std::deque<DeadLetter> dead;
   BusSubscriptionId next_id = 1;
   std::atomic<int64_t> published{0}, delivered{0}, failed{0}, dead_lettered{0};
@@ -83,13 +83,13 @@ struct EventBus::Rep {
   std::mutex publish_mu;  // held while handlers run
   std::atomic<std::thread::id> publisher{};
 
-  // The list `sub` belongs in (null slot: none yet). Caller holds mu.
-  std::shared_ptr<const List>* Slot(const std::string& run_id, bool create) {
-    if (run_id.empty()) return &any_run;
+  // The list of `run_id`'s subscriptions (all runs': empty), made if
+  // missing. Caller holds mu.
+  std::shared_ptr<const List>& Slot(const std::string& run_id) {
+    if (run_id.empty()) return any_run;
     auto it = by_run.find(run_id);
-    if (it != by_run.end()) return &it->second;
-    if (!create) return nullptr;
-    return &by_run.emplace(run_id, std::make_shared<List>()).first->second;
+    if (it != by_run.end()) return it->second;
+    return by_run.emplace(run_id, std::make_shared<List>()).first->second;
   }
 };
 
@@ -107,38 +107,40 @@ BusSubscriptionId EventBus::Subscribe(std::string pattern, BusHandler handler,
   sub->handler = std::move(handler);
   sub->options = std::move(options);
   std::lock_guard<std::mutex> l(rep_->mu);
-  sub->id = rep_->next_id++;
-  std::shared_ptr<const Rep::List>* slot = rep_->Slot(sub->options.run_id, true);
-  auto list = std::make_shared<Rep::List>(**slot);
+  const BusSubscriptionId id = rep_->next_id++;
+  sub->id = id;
+  rep_->run_of.emplace(id, sub->options.run_id);
+  std::shared_ptr<const Rep::List>& slot = rep_->Slot(sub->options.run_id);
+  auto list = std::make_shared<Rep::List>(*slot);
   list->push_back(std::move(sub));
-  *slot = std::move(list);
-  rep_->count++;
-  return rep_->next_id - 1;
+  slot = std::move(list);
+  return id;
 }
 
 bool EventBus::Unsubscribe(BusSubscriptionId id) {
   bool found = false;
   {
     std::lock_guard<std::mutex> l(rep_->mu);
-    auto remove = [&](std::shared_ptr<const Rep::List>& slot) {
-      for (size_t i = 0; i < slot->size(); ++i) {
-        if ((*slot)[i]->id != id) continue;
-        (*slot)[i]->active.store(false);
-        auto list = std::make_shared<Rep::List>(*slot);
-        list->erase(list->begin() + static_cast<std::ptrdiff_t>(i));
-        slot = std::move(list);
-        return true;
+    auto r = rep_->run_of.find(id);
+    if (r != rep_->run_of.end()) {
+      std::shared_ptr<const Rep::List>& slot = rep_->Slot(r->second);
+      auto list = std::make_shared<Rep::List>();
+      list->reserve(slot->size());
+      for (const auto& s : *slot) {
+        if (s->id == id) {
+          s->active.store(false);
+        } else {
+          list->push_back(s);
+        }
       }
-      return false;
-    };
-    found = remove(rep_->any_run);
-    for (auto it = rep_->by_run.begin(); !found && it != rep_->by_run.end(); ++it) {
-      if (!remove(it->second)) continue;
+      if (list->empty() && !r->second.empty()) {
+        rep_->by_run.erase(r->second);
+      } else {
+        slot = std::move(list);
+      }
+      rep_->run_of.erase(r);
       found = true;
-      if (it->second->empty()) rep_->by_run.erase(it);
-      break;
     }
-    if (found) rep_->count--;
   }
   // Outside a handler, wait for a publish in progress on another thread so
   // that the handler is guaranteed not to run once we return.
@@ -202,7 +204,7 @@ BusCounters EventBus::counters() const {
   c.failed = rep_->failed.load();
   c.dead_lettered = rep_->dead_lettered.load();
   std::lock_guard<std::mutex> l(rep_->mu);
-  c.subscriptions = static_cast<int64_t>(rep_->count);
+  c.subscriptions = static_cast<int64_t>(rep_->run_of.size());
   return c;
 }
 
