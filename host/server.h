@@ -28,6 +28,7 @@
 #include "config.h"
 #include "dispatch/event_store.h"
 #include "dispatch/session_manager.h"
+#include "util/string_map.h"
 #include "wire.h"
 
 struct lws;
@@ -247,15 +248,9 @@ class Server {
   std::unordered_map<lws*, std::unique_ptr<WsClient>> clients_;
   std::unordered_map<lws*, std::unique_ptr<HttpRequest>> http_;
   // Keyed by run id; looked up by the string_view of an event's run id.
-  struct RunIdHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  template <typename T>
-  using RunMap = std::unordered_map<std::string, T, RunIdHash, std::equal_to<>>;
-  RunMap<std::unique_ptr<Feed>> feeds_;
+  internal::StringMap<std::unique_ptr<Feed>> feeds_;
   // Last seq the runtime's bus published, per run (a floor for new feeds).
-  RunMap<int64_t> published_;
+  internal::StringMap<int64_t> published_;
   uint64_t published_sub_ = 0;
 
   uv_signal_t sigterm_{};

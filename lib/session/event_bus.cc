@@ -9,6 +9,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "util/string_map.h"
+
 namespace dispatch {
 
 bool GlobMatch(std::string_view p, std::string_view t) {
@@ -66,15 +68,11 @@ struct EventBus::Rep {
   // published (copy on write): a publish takes two references under the
   // lock and delivers without it, with no copy of the list per event.
   using List = std::vector<std::shared_ptr<Sub>>;  // in id order
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
 
   size_t max_dead;
   mutable std::mutex mu;  // guards the lists, dead and next_id
   std::shared_ptr<const List> any_run = std::make_shared<List>();
-  std::unordered_map<std::string, std::shared_ptr<const List>, Hash, std::equal_to<>> by_run;
+  internal::StringMap<std::shared_ptr<const List>> by_run;
   std::unordered_map<BusSubscriptionId, std::string> run_of;  // every live subscription's run
   std::deque<DeadLetter> dead;
   BusSubscriptionId next_id = 1;

@@ -78,8 +78,9 @@ constexpr int kMaxFloodReaders = 16;
 std::atomic<int> g_flood_readers{0};
 
 // Reads `fd` (non-blocking) into `buf` until EAGAIN, EOF/EIO or `cap`
-// bytes, or after a first read of fewer than kShortReadBytes. Returns the count; *eof is set on 0 or an error other than EAGAIN
-// (EIO: every slave fd is closed).
+// bytes, or after a first read of fewer than kShortReadBytes. Returns the
+// count; *eof is set on 0 or an error other than EAGAIN (EIO: every slave fd
+// is closed).
 size_t DrainPty(int fd, char* buf, size_t cap, bool* eof) {
   size_t n = 0;
   while (n < cap) {
