@@ -3,6 +3,10 @@
 
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace dispatch::internal {
 
 size_t IncompleteUtf8Tail(std::string_view s) {
@@ -115,7 +119,7 @@ constexpr char kBase64Alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 // Every 12-bit value as its two base64 characters: three input bytes are two
-// lookups (pty output is most of what dispatch-host sends, all of it base64).
+// lookups.
 struct Base64Pairs {
   char pair[4096][2];
   constexpr Base64Pairs() : pair{} {
@@ -127,13 +131,60 @@ struct Base64Pairs {
 };
 constexpr Base64Pairs kBase64Pairs;
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DISPATCH_BASE64_AVX2 1
+
+// AVX2: 24 input bytes become 32 characters per step (the method of Muła
+// and Lemire, "Faster Base64 Encoding and Decoding Using AVX2
+// Instructions", 2018). Each 128-bit lane takes 12 bytes, four groups of
+// three; per 32-bit group the shuffle places bytes [b, a, c, b] so that the
+// four 6-bit fields can be moved into place with two 16-bit multiplies,
+// then each field is mapped to its character by adding an offset looked up
+// by range (A-Z, a-z, 0-9, '+', '/'). Reads 28 bytes per step (the second
+// lane's 16-byte load starts 12 bytes in): the caller leaves at least 4
+// bytes beyond the last full step.
+__attribute__((target("avx2"))) size_t EncodeBase64Avx2(const unsigned char* p, size_t n,
+                                                         char* d) {
+  const __m256i shuffle = _mm256_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10,  //
+                                           1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10);
+  const __m256i mask_hi = _mm256_set1_epi32(0x0fc0fc00);
+  const __m256i mul_hi = _mm256_set1_epi32(0x04000040);
+  const __m256i mask_lo = _mm256_set1_epi32(0x003f03f0);
+  const __m256i mul_lo = _mm256_set1_epi32(0x01000010);
+  const __m256i offsets = _mm256_setr_epi8(65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -19,
+                                           -16, 0, 0,  //
+                                           65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -19,
+                                           -16, 0, 0);
+  const __m256i c51 = _mm256_set1_epi8(51);
+  const __m256i c25 = _mm256_set1_epi8(25);
+  size_t i = 0;
+  for (; i + 28 <= n; i += 24, d += 32) {
+    __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i + 12));
+    __m256i in = _mm256_shuffle_epi8(_mm256_set_m128i(hi, lo), shuffle);
+    __m256i fields = _mm256_or_si256(_mm256_mulhi_epu16(_mm256_and_si256(in, mask_hi), mul_hi),
+                                     _mm256_mullo_epi16(_mm256_and_si256(in, mask_lo), mul_lo));
+    // Range index: 0 for A-Z, 1 for a-z, 2..11 for digits, 12 '+', 13 '/'.
+    __m256i idx = _mm256_subs_epu8(fields, c51);
+    idx = _mm256_sub_epi8(idx, _mm256_cmpgt_epi8(fields, c25));
+    __m256i chars = _mm256_add_epi8(fields, _mm256_shuffle_epi8(offsets, idx));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), chars);
+  }
+  return i;
+}
+
+bool HaveAvx2() {
+  static const bool have = __builtin_cpu_supports("avx2");
+  return have;
+}
+#endif
+
 }  // namespace
 
-void AppendBase64(std::string* out, std::string_view in) {
+size_t Base64Size(size_t bytes) { return (bytes + 2) / 3 * 4; }
+
+char* EncodeBase64Scalar(std::string_view in, char* d) {
   const char* kA = kBase64Alphabet;
-  size_t o = out->size();
-  out->resize(o + ((in.size() + 2) / 3) * 4);
-  char* d = out->data() + o;
   const auto* p = reinterpret_cast<const unsigned char*>(in.data());
   size_t n = in.size(), i = 0;
   for (; i + 3 <= n; i += 3) {
@@ -155,6 +206,24 @@ void AppendBase64(std::string* out, std::string_view in) {
     *d++ = kA[(v >> 6) & 63];
     *d++ = '=';
   }
+  return d;
+}
+
+char* EncodeBase64(std::string_view in, char* d) {
+#ifdef DISPATCH_BASE64_AVX2
+  // Short inputs (an echo, a prompt) are not worth the vector setup.
+  if (in.size() >= 64 && HaveAvx2()) {
+    size_t done = EncodeBase64Avx2(reinterpret_cast<const unsigned char*>(in.data()), in.size(), d);
+    return EncodeBase64Scalar(in.substr(done), d + done / 3 * 4);
+  }
+#endif
+  return EncodeBase64Scalar(in, d);
+}
+
+void AppendBase64(std::string* out, std::string_view in) {
+  size_t o = out->size();
+  out->resize(o + Base64Size(in.size()));
+  EncodeBase64(in, out->data() + o);
 }
 
 std::string Base64Encode(std::string_view in) {

@@ -24,7 +24,16 @@ size_t SanitizeUtf8(std::string_view s, std::string* out);
 // above U+10FFFF), so it can travel as a JSON string unchanged.
 bool IsValidUtf8(std::string_view s);
 
-// Appends the base64 of `bytes` (standard alphabet, padded) to `out`.
+// Base64 (standard alphabet, padded). The encoder uses AVX2 where the CPU
+// has it (checked once, at run time) and a table of 12-bit pairs otherwise.
+// The size of the base64 of `bytes` bytes.
+size_t Base64Size(size_t bytes);
+// Writes the base64 of `bytes` at `out` (Base64Size(bytes.size()) chars, no
+// terminator); returns the end. `out` need not be initialised.
+char* EncodeBase64(std::string_view bytes, char* out);
+// The same without the vector path (the reference the tests compare with).
+char* EncodeBase64Scalar(std::string_view bytes, char* out);
+// Appends the base64 of `bytes` to `out`.
 void AppendBase64(std::string* out, std::string_view bytes);
 std::string Base64Encode(std::string_view bytes);
 // nullopt if `text` is not valid base64: the standard alphabet, padding

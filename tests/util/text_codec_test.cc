@@ -4,7 +4,10 @@
 
 #include <doctest/doctest.h>
 
+#include <random>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace dispatch::internal {
 namespace {
@@ -40,6 +43,38 @@ TEST_CASE("Base64: the url-safe alphabet only when asked for") {
   std::string out = "x";
   AppendBase64(&out, "foobar");
   CHECK(out == "xZm9vYmFy");
+}
+
+TEST_CASE("Base64: the vector encoder writes what the scalar one does, and no more") {
+  // Every byte value at every position of a step, at every length around the
+  // vector path's step (24 bytes) and its threshold, from unaligned starts.
+  std::mt19937 rng(7);
+  std::string src(5000, '\0');
+  for (auto& c : src) c = static_cast<char>(rng());
+  for (int i = 0; i < 256; ++i) src[static_cast<size_t>(i)] = static_cast<char>(i);
+  std::vector<size_t> sizes;
+  for (size_t n = 0; n <= 200; ++n) sizes.push_back(n);
+  for (size_t n : {255, 256, 257, 1000, 4093, 4094, 4095, 4096, 4097, 4990}) sizes.push_back(n);
+  for (size_t off : {0, 1, 2, 3, 5, 7}) {
+    for (size_t n : sizes) {
+      std::string_view in(src.data() + off, n);
+      std::string want(Base64Size(n), '?');
+      CHECK(EncodeBase64Scalar(in, want.data()) == want.data() + want.size());
+      std::string got(Base64Size(n) + 8, '#');
+      char* end = EncodeBase64(in, got.data());
+      REQUIRE(end == got.data() + Base64Size(n));
+      CHECK(std::string_view(got.data(), Base64Size(n)) == want);
+      CHECK(got.substr(Base64Size(n)) == "########");  // nothing past the end
+      CHECK(Base64Decode(want) == std::string(in));
+    }
+  }
+  // Every 6-bit value in every lane position: 63 is '/', 62 '+', and the
+  // range edges 25/26 ('Z'/'a') and 51/52 ('z'/'0').
+  std::string ones(96, '\xff');
+  CHECK(Base64Encode(ones) == std::string(128, '/'));
+  std::string plus;
+  for (int i = 0; i < 32; ++i) plus += "\xfb\xef\xbe";  // 111110 repeated
+  CHECK(Base64Encode(plus) == std::string(128, '+'));
 }
 
 TEST_CASE("UTF-8 validation accepts well-formed text and refuses the rest") {
