@@ -774,6 +774,7 @@ bool Server::WriteQueued(WsClient* c) {
     // Frames are built with LWS_PRE bytes of headroom in front: lws writes
     // the WebSocket header there.
     std::string frame;
+    std::shared_ptr<const WireEvent> one;  // a single native event: its own frame
     OutItem& head = c->queue.front();
     if (!head.event) {
       frame.reserve(LWS_PRE + head.text.size());
@@ -789,17 +790,26 @@ bool Server::WriteQueued(WsClient* c) {
              c->queue.front().event->run_id == run && batch.size() < kBatchEvents &&
              (batch.empty() || bytes < kBatchBytes)) {
         OutItem& f = c->queue.front();
-        bytes += f.event->json.size();
+        bytes += f.event->json().size();
         c->queued_bytes -= std::min(c->queued_bytes, f.cost());
         batch.push_back(std::move(f.event));
         c->queue.pop_front();
       }
       metrics_.ws_events_out += static_cast<int64_t>(batch.size());
-      frame = EncodeEvents(c->transport, run, batch, LWS_PRE);
+      if (batch.size() == 1 && c->transport == Transport::kNative &&
+          batch[0]->headroom() >= LWS_PRE) {
+        // The event's own frame, shared by every client it goes to: lws
+        // writes the header into the headroom and sends (what the socket
+        // does not take it copies), so nothing is built per client.
+        one = std::move(batch[0]);
+      } else {
+        frame = EncodeEvents(c->transport, run, batch, LWS_PRE);
+      }
     }
-    size_t len = frame.size() - LWS_PRE;
-    int n = lws_write(wsi, reinterpret_cast<unsigned char*>(frame.data()) + LWS_PRE, len,
-                      LWS_WRITE_TEXT);
+    unsigned char* data = one ? reinterpret_cast<unsigned char*>(one->NativeFrame())
+                              : reinterpret_cast<unsigned char*>(frame.data()) + LWS_PRE;
+    size_t len = one ? one->NativeFrameSize() : frame.size() - LWS_PRE;
+    int n = lws_write(wsi, data, len, LWS_WRITE_TEXT);
     if (n < 0) return false;
     metrics_.ws_frames_out++;
     metrics_.ws_bytes_out += static_cast<int64_t>(len);
@@ -1154,7 +1164,7 @@ void Server::OnBusEvent(const std::string& run_id, const EventView& e) {
         OnClientOverflow(*a);
         continue;
       } else {
-        if (!w) w = MakeWireEvent(e);
+        if (!w) w = MakeWireEvent(e, LWS_PRE);
         Enqueue(*a, w);
         continue;
       }
@@ -1170,7 +1180,7 @@ void Server::OnBusEvent(const std::string& run_id, const EventView& e) {
     if (config_.slow_client != SlowClientPolicy::kDisconnect || a->screen_pending ||
         a->client->close_after_flush)
       continue;
-    if (!w) w = MakeWireEvent(e);
+    if (!w) w = MakeWireEvent(e, LWS_PRE);
     if (a->behind_from == 0) a->behind_from = e.seq;
     a->behind_bytes += w->cost();
     if (a->behind_bytes > config_.client_queue_bytes / 2) OnClientOverflow(*a);
@@ -1303,7 +1313,7 @@ void Server::ScheduleRead(const std::shared_ptr<Attachment>& a) {
             j->run_id, j->after,
             [&](const EventView& v) {
               if (v.seq > j->upto) return false;
-              auto w = MakeWireEvent(v);
+              auto w = MakeWireEvent(v, LWS_PRE);
               bytes += w->cost();
               j->events.push_back(std::move(w));
               return bytes < j->max_bytes;

@@ -130,47 +130,77 @@ json EventToJson(const EventView& e) {
 }
 
 
-std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e) {
-  auto w = std::make_shared<WireEvent>();
-  w->run_id = std::string(e.run_id);
-  w->seq = e.seq;
-  w->closes = e.channel == "system:status" && e.type == "closed";
+namespace {
+constexpr std::string_view kNativeEventPrefix = R"({"event":"run:event","data":)";
+}  // namespace
+
+WireEvent::WireEvent(std::string run, int64_t event_seq, bool closing, std::string_view event_json,
+                     size_t headroom)
+    : run_id(std::move(run)), seq(event_seq), closes(closing) {
+  Allocate(event_json.size(), headroom);
+  std::memcpy(buf_.get() + json_off_, event_json.data(), event_json.size());
+}
+
+void WireEvent::Allocate(size_t json_size, size_t headroom) {
+  headroom_ = headroom;
+  json_off_ = headroom + kNativeEventPrefix.size();
+  json_size_ = json_size;
+  // Not zero-filled (new char[]): every byte but the headroom is written
+  // here or by the caller's fill.
+  buf_.reset(new char[json_off_ + json_size + 1]);
+  std::memset(buf_.get(), 0, headroom);
+  std::memcpy(buf_.get() + headroom, kNativeEventPrefix.data(), kNativeEventPrefix.size());
+  buf_[json_off_ + json_size] = '}';
+}
+
+std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e, size_t headroom) {
+  std::string run_id(e.run_id);
+  bool closes = e.channel == "system:status" && e.type == "closed";
   if (e.encoding == Encoding::kJson) {
-    w->json = Dump(EventToJson(e));
-    return w;
+    return std::make_shared<const WireEvent>(std::move(run_id), e.seq, closes,
+                                             Dump(EventToJson(e)), headroom);
   }
   // Terminal output and input, the bulk of the traffic: written directly
   // (the same object as EventToJson, keys in the same order) without
-  // building a tree.
+  // building a tree. Byte payloads are base64-encoded straight into the
+  // event's buffer: what comes before and after the payload is built first.
   bool text = e.encoding == Encoding::kText;
-  std::string& o = w->json;
-  o.reserve((text ? e.payload.size() + 16 : e.payload.size() / 3 * 4) + 160 + e.channel.size() +
-            e.type.size() + e.run_id.size() + e.id.size());
-  o += "{\"channel\":";
-  AppendJsonString(o, e.channel);
-  o += text ? ",\"encoding\":\"text\"" : ",\"encoding\":\"bytes\"";
+  std::string head;
+  head.reserve(96 + e.channel.size() + e.id.size() + (text ? e.payload.size() + 16 : 0));
+  head += "{\"channel\":";
+  AppendJsonString(head, e.channel);
+  head += text ? ",\"encoding\":\"text\"" : ",\"encoding\":\"bytes\"";
   if (!e.id.empty()) {
-    o += ",\"id\":";
-    AppendJsonString(o, e.id);
+    head += ",\"id\":";
+    AppendJsonString(head, e.id);
   }
+  std::string tail;
+  tail.reserve(96 + e.run_id.size() + e.type.size());
   if (text) {
-    o += ",\"payload\":";
-    AppendJsonString(o, e.payload);
+    head += ",\"payload\":";
+    AppendJsonString(head, e.payload);
   } else {
-    o += ",\"payload\":\"";
-    internal::AppendBase64(&o, e.payload);
-    o += '"';
+    head += ",\"payload\":\"";
+    tail += '"';
   }
-  o += ",\"runId\":";
-  AppendJsonString(o, e.run_id);
-  o += ",\"seq\":";
-  o += std::to_string(e.seq);
-  o += ",\"timestamp\":";
-  o += std::to_string(e.ts_us / 1000);
-  o += ",\"type\":";
-  AppendJsonString(o, e.type);
-  o += '}';
-  return w;
+  tail += ",\"runId\":";
+  AppendJsonString(tail, e.run_id);
+  tail += ",\"seq\":";
+  tail += std::to_string(e.seq);
+  tail += ",\"timestamp\":";
+  tail += std::to_string(e.ts_us / 1000);
+  tail += ",\"type\":";
+  AppendJsonString(tail, e.type);
+  tail += '}';
+  size_t b64 = text ? 0 : internal::Base64Size(e.payload.size());
+  return std::make_shared<const WireEvent>(
+      std::move(run_id), e.seq, closes, head.size() + b64 + tail.size(), headroom,
+      [&](char* d) {
+        std::memcpy(d, head.data(), head.size());
+        d += head.size();
+        if (!text) d = internal::EncodeBase64(e.payload, d);
+        std::memcpy(d, tail.data(), tail.size());
+      });
 }
 
 Result<InMessage> ParseNativeFrame(std::string_view text) {
@@ -299,7 +329,7 @@ std::string EncodeEvents(Transport t, std::string_view run_id,
                          const std::vector<std::shared_ptr<const WireEvent>>& events,
                          size_t headroom) {
   size_t total = headroom + 96 + run_id.size();
-  for (const auto& e : events) total += e->json.size() + 1;
+  for (const auto& e : events) total += e->json().size() + 1;
   std::string out;
   out.reserve(total);
   out.append(headroom, '\0');
@@ -313,11 +343,11 @@ std::string EncodeEvents(Transport t, std::string_view run_id,
     out += ",\"events\":[";
     for (size_t i = 0; i < events.size(); ++i) {
       if (i) out += ',';
-      out += events[i]->json;
+      out += events[i]->json();
     }
     out += "]}";
   } else {
-    out += events[0]->json;
+    out += events[0]->json();
   }
   out += t == Transport::kNative ? '}' : ']';
   return out;

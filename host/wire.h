@@ -39,15 +39,50 @@ inline std::optional<std::string> Base64Decode(std::string_view text) {
 // UTF-8 is replaced; use `bytes` for byte-exact terminal output).
 nlohmann::json EventToJson(const EventView& e);
 
-// An event serialised once for every client that receives it.
-struct WireEvent {
+// An event serialised once for every client that receives it, in one
+// buffer laid out as the native transport's run:event frame:
+//   [headroom][{"event":"run:event","data":][event JSON][}]
+// json() is the event's JSON (what batches and Socket.IO frames embed);
+// NativeFrame() is the whole single-event frame, which a writer sends as it
+// is, with no copy per client. The `headroom` bytes in front of it are the
+// writer's: lws_write puts the WebSocket header there, so they change with
+// every write (on the loop thread, one write at a time), the frame never.
+class WireEvent {
+ public:
+  // `event_json` is the event's JSON; the frame is built around it.
+  WireEvent(std::string run, int64_t event_seq, bool closing, std::string_view event_json,
+            size_t headroom);
+  // The same with the event's JSON written by `fill` into `json_size`
+  // uninitialised bytes (so a large payload is encoded in place).
+  template <typename Fill>
+  WireEvent(std::string run, int64_t event_seq, bool closing, size_t json_size, size_t headroom,
+            Fill&& fill)
+      : run_id(std::move(run)), seq(event_seq), closes(closing) {
+    Allocate(json_size, headroom);
+    fill(buf_.get() + json_off_);
+  }
+
   std::string run_id;
   int64_t seq = 0;
-  std::string json;  // EventToJson(e).dump()
   bool closes = false;  // system:status/closed: the session ended
-  size_t cost() const { return json.size() + 64; }
+
+  std::string_view json() const { return {buf_.get() + json_off_, json_size_}; }
+  size_t headroom() const { return headroom_; }
+  // The native run:event frame; headroom() writable bytes precede it.
+  char* NativeFrame() const { return buf_.get() + headroom_; }
+  size_t NativeFrameSize() const { return json_off_ - headroom_ + json_size_ + 1; }
+  size_t cost() const { return json_size_ + 64; }
+
+ private:
+  void Allocate(size_t json_size, size_t headroom);
+
+  std::unique_ptr<char[]> buf_;
+  size_t headroom_ = 0;
+  size_t json_off_ = 0;
+  size_t json_size_ = 0;
 };
-std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e);
+// `headroom`: bytes reserved in front of the native frame (LWS_PRE).
+std::shared_ptr<const WireEvent> MakeWireEvent(const EventView& e, size_t headroom = 0);
 
 enum class Transport { kNative, kSocketIo };
 

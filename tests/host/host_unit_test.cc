@@ -115,7 +115,7 @@ TEST_CASE("The direct serialisation of byte events equals the JSON tree form") {
   for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{3}, size_t{1000}}) {
     EventView v{"run-x", 42, 7, 1'700'000'000'999'000, "pty:stdout", "chunk",
                 std::string_view(payload).substr(0, n), Encoding::kBytes, n == 2 ? "id-2" : ""};
-    auto fast = nlohmann::json::parse(MakeWireEvent(v)->json);
+    auto fast = nlohmann::json::parse(MakeWireEvent(v)->json());
     CHECK(fast == EventToJson(v));
   }
   std::vector<std::shared_ptr<const WireEvent>> one = {MakeWireEvent(
@@ -139,7 +139,7 @@ TEST_CASE("The direct serialisation of text events is byte for byte the tree's d
     for (const char* id : {"", "id \"1\"\n"}) {
       EventView v{"run-t", 3, 9, 1'700'000'000'555'000, "pty:stdin", "input", p,
                   Encoding::kText, id};
-      CHECK(MakeWireEvent(v)->json ==
+      CHECK(MakeWireEvent(v)->json() ==
             EventToJson(v).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
   }
@@ -149,6 +149,31 @@ TEST_CASE("The direct serialisation of text events is byte for byte the tree's d
         R"({"event":"run:event","data":{"channel":"pty:stdin","encoding":"text","payload":"q\"",)"
         R"("runId":"r","seq":1,"timestamp":0,"type":"input"}})");
   CHECK(EncodeEventRaw(Transport::kNative, "a\"b", "{}") == R"({"event":"a\"b","data":{}})");
+}
+
+TEST_CASE("An event's own frame is the run:event frame, with headroom in front") {
+  std::string payload;
+  for (int i = 0; i < 5000; ++i) payload += static_cast<char>(i * 13);
+  const std::vector<EventView> events = {
+      {"run-f", 8, 3, 1'700'000'000'000'000, "pty:stdout", "chunk", payload, Encoding::kBytes, ""},
+      {"run-f", 9, 4, 0, "pty:stdin", "input", "ls\r", Encoding::kText, "k1"},
+      {"run-f", 10, 5, 0, "system:status", "closed", R"({"exitCode":3})", Encoding::kJson, ""}};
+  for (const EventView& v : events) {
+    for (size_t headroom : {size_t{0}, size_t{16}}) {
+      auto w = MakeWireEvent(v, headroom);
+      CHECK(w->headroom() == headroom);
+      CHECK(std::string(w->NativeFrame() - headroom, headroom) == std::string(headroom, '\0'));
+      std::string frame(w->NativeFrame(), w->NativeFrameSize());
+      CHECK(frame == EncodeEvents(Transport::kNative, "run-f", {w}));
+      auto j = nlohmann::json::parse(frame);
+      CHECK(j["event"] == "run:event");
+      CHECK(j["data"] == EventToJson(v));
+      CHECK(w->seq == v.seq);
+      CHECK(w->run_id == "run-f");
+    }
+  }
+  CHECK(MakeWireEvent(events[2])->closes);
+  CHECK_FALSE(MakeWireEvent(events[0])->closes);
 }
 
 TEST_CASE("Flags win over the environment and bad values are clear errors") {
