@@ -5,8 +5,10 @@
 // acks, "2"/"3" ping/pong, "40" connect). Also the JSON form of a stored
 // event and base64.
 //
-// Thread-safety: pure functions; WireEvent is immutable once built and is
-// shared between threads and clients by shared_ptr.
+// Thread-safety: pure functions. A WireEvent's JSON and frame are immutable
+// once built and shared between threads and clients by shared_ptr; only the
+// headroom in front of the frame is written, by the one thread that writes
+// to the sockets (the host's loop), one write at a time.
 #ifndef DISPATCH_HOST_WIRE_H_
 #define DISPATCH_HOST_WIRE_H_
 

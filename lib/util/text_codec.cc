@@ -220,6 +220,13 @@ char* EncodeBase64(std::string_view in, char* d) {
   return EncodeBase64Scalar(in, d);
 }
 
+const char* Base64EncoderName() {
+#ifdef DISPATCH_BASE64_AVX2
+  if (HaveAvx2()) return "avx2";
+#endif
+  return "scalar";
+}
+
 void AppendBase64(std::string* out, std::string_view in) {
   size_t o = out->size();
   out->resize(o + Base64Size(in.size()));

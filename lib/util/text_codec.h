@@ -33,6 +33,8 @@ size_t Base64Size(size_t bytes);
 char* EncodeBase64(std::string_view bytes, char* out);
 // The same without the vector path (the reference the tests compare with).
 char* EncodeBase64Scalar(std::string_view bytes, char* out);
+// "avx2" or "scalar": the path EncodeBase64 takes on this CPU.
+const char* Base64EncoderName();
 // Appends the base64 of `bytes` to `out`.
 void AppendBase64(std::string* out, std::string_view bytes);
 std::string Base64Encode(std::string_view bytes);
