@@ -4,6 +4,7 @@
 #include <lz4.h>
 
 #include <cstring>
+#include <memory>
 
 namespace dispatch::internal {
 namespace {
@@ -76,12 +77,20 @@ void EncodeEventView(const EventView& e, int64_t* prev_ts, std::string* body) {
 Codec CompressBody(std::string_view body, std::string* out) {
   if (body.size() >= kMinCompressBytes && body.size() < static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
     int bound = LZ4_compressBound(static_cast<int>(body.size()));
-    // Grown, not cleared first: a reused buffer is not zero-filled again.
-    if (out->size() < static_cast<size_t>(bound)) out->resize(static_cast<size_t>(bound));
-    int n = LZ4_compress_default(body.data(), out->data(), static_cast<int>(body.size()), bound);
+    // Compressed into this thread's scratch buffer, which is never
+    // zero-filled (growing `out` to the bound and shrinking it to the result
+    // zero-filled up to the bound, ~a block's size, for every block), then
+    // copied: only the compressed bytes.
+    thread_local std::unique_ptr<char[]> scratch;
+    thread_local size_t scratch_size = 0;
+    if (scratch_size < static_cast<size_t>(bound)) {
+      scratch.reset(new char[static_cast<size_t>(bound)]);
+      scratch_size = static_cast<size_t>(bound);
+    }
+    int n = LZ4_compress_default(body.data(), scratch.get(), static_cast<int>(body.size()), bound);
     // Keep the compressed form only if it saves at least 1/16.
     if (n > 0 && static_cast<size_t>(n) < body.size() - body.size() / 16) {
-      out->resize(static_cast<size_t>(n));
+      out->assign(scratch.get(), static_cast<size_t>(n));
       return Codec::kLz4;
     }
   }

@@ -33,9 +33,10 @@ void EncodeEvent(const NewEvent& e, int64_t ts_us, int64_t* prev_ts, std::string
 // Appends an already stored event (for rewriting blocks).
 void EncodeEventView(const EventView& e, int64_t* prev_ts, std::string* body);
 
-// Compresses `body` into `out` (replacing its contents; a buffer reused
-// across calls is not zero-filled again) with the best codec for it; returns
-// the codec. Small bodies are stored as they are.
+// Compresses `body` into `out` (replacing its contents) with the best codec
+// for it; returns the codec. Small bodies are stored as they are. LZ4 writes
+// into a per-thread scratch buffer (kept, at the largest bound seen), so
+// `out` receives only the compressed bytes and nothing is zero-filled.
 Codec CompressBody(std::string_view body, std::string* out);
 
 // Decompresses a stored block into `out` (which is reused: pass the same
