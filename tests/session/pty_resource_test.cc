@@ -182,7 +182,11 @@ TEST_SUITE("PtyAdapter") {
   TEST_CASE("A store that lags pauses the pty instead of buffering; every byte is kept") {
     dispatch::testing::TempDir tmp;
     auto real = dispatch::testing::OpenStore(tmp.file("bp.db"));
-    dispatch::testing::SlowStore slow(*real, 3000);  // 3 ms per append
+    // 20 ms per append: the output of one append's wait passes the 512 KiB
+    // bound whenever the pty delivers more than ~25 MB/s, which it does on
+    // any machine, sanitizers included (at 3 ms it took 170 MB/s, and a
+    // slow phase of the machine under ASan ran without a single pause).
+    dispatch::testing::SlowStore slow(*real, 20000);
     const size_t kMax = 512 * 1024, kResume = 128 * 1024;
     auto mgr = MakeManager(&slow, tmp.path(), kMax, kResume);
     EventCollector bus(*mgr, "system:status/closed");
