@@ -136,10 +136,8 @@ constexpr std::string_view kNativeEventPrefix = R"({"event":"run:event","data":)
 
 WireEvent::WireEvent(std::string run, int64_t event_seq, bool closing, std::string_view event_json,
                      size_t headroom)
-    : run_id(std::move(run)), seq(event_seq), closes(closing) {
-  Allocate(event_json.size(), headroom);
-  std::memcpy(buf_.get() + json_off_, event_json.data(), event_json.size());
-}
+    : WireEvent(std::move(run), event_seq, closing, event_json.size(), headroom,
+                [event_json](char* d) { std::memcpy(d, event_json.data(), event_json.size()); }) {}
 
 void WireEvent::Allocate(size_t json_size, size_t headroom) {
   headroom_ = headroom;

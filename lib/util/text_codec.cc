@@ -140,9 +140,9 @@ constexpr Base64Pairs kBase64Pairs;
 // three; per 32-bit group the shuffle places bytes [b, a, c, b] so that the
 // four 6-bit fields can be moved into place with two 16-bit multiplies,
 // then each field is mapped to its character by adding an offset looked up
-// by range (A-Z, a-z, 0-9, '+', '/'). Reads 28 bytes per step (the second
-// lane's 16-byte load starts 12 bytes in): the caller leaves at least 4
-// bytes beyond the last full step.
+// by range (A-Z, a-z, 0-9, '+', '/'). A step reads 28 bytes (the second
+// lane's 16-byte load starts 12 bytes in), so steps stop while 28 remain;
+// returns the bytes consumed, a multiple of 24, for the scalar path to finish.
 __attribute__((target("avx2"))) size_t EncodeBase64Avx2(const unsigned char* p, size_t n,
                                                          char* d) {
   const __m256i shuffle = _mm256_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10,  //

@@ -70,8 +70,8 @@ TEST_CASE("Base64: the vector encoder writes what the scalar one does, and no mo
       CHECK(Base64Decode(want) == std::string(in));
     }
   }
-  // Every 6-bit value in every lane position: 63 is '/', 62 '+', and the
-  // range edges 25/26 ('Z'/'a') and 51/52 ('z'/'0').
+  // The two one-character ranges at every position of a step: 63 is '/',
+  // 62 '+' (the other ranges and their edges come from the bytes above).
   std::string ones(96, '\xff');
   CHECK(Base64Encode(ones) == std::string(128, '/'));
   std::string plus;
