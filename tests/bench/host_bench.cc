@@ -20,7 +20,10 @@
 //   the clock starts, as the bare key is) to receiving the run:event frame
 //   carrying the echo; the host sends an event only after the store has
 //   committed it. baseline_bare_echo_p50_us / _p99_us: the same keystrokes on
-//   a bare pty (write → read).
+//   a bare pty (write → read). baseline_loopback_rtt_p50_us / _p99_us: an
+//   80-byte message to another process over TCP on 127.0.0.1 and back, paced
+//   as the keystrokes; a /ws echo crosses loopback twice, so this plus the
+//   bare echo is the floor for any WebSocket host in the same run.
 // ws_output_mbps: N bytes (default 200 MB) of `head -c N /dev/zero` on a pty
 //   session, attached from seq 0, from POST /api/sessions until the session's
 //   closed event arrives — every byte committed to the store before it is
@@ -397,6 +400,63 @@ void ReportCpu(const bench::CpuSnap& a, const bench::CpuSnap& b, double client_s
 // ------------------------------------------------------------------ host benchmarks
 // (The bare-pty baselines are in bench_util.h.)
 
+// Baseline: `samples` round trips of an 80-byte message (about a
+// run:input frame) over TCP on 127.0.0.1 to an echoing child process, paced
+// as the keystrokes are (a 2 ms wait after each), in µs. A WebSocket echo
+// crosses loopback twice (the key in, the echo out), so this plus the bare
+// pty's echo is the floor for any host in the same run.
+std::vector<double> LoopbackRttUs(int samples) {
+  std::vector<double> out;
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (ls < 0 || bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(ls, 1) != 0 ||
+      getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    Die("loopback baseline: socket");
+  }
+  int one = 1;
+  pid_t pid = fork();
+  if (pid == 0) {  // the echoing peer: only system calls until _exit
+    int c = accept(ls, nullptr, nullptr);
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char b[512];
+    ssize_t r;
+    while ((r = read(c, b, sizeof b)) > 0) {
+      if (write(c, b, static_cast<size_t>(r)) != r) break;
+    }
+    _exit(0);
+  }
+  close(ls);
+  if (pid < 0) Die("loopback baseline: fork");
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0 || connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    Die("loopback baseline: connect");
+  }
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  char msg[80];
+  std::memset(msg, 'x', sizeof msg);
+  char b[512];
+  for (int i = 0; i < samples; ++i) {
+    auto t0 = Clock::now();
+    WriteAll(s, std::string_view(msg, sizeof msg));
+    size_t got = 0;
+    while (got < sizeof msg) {
+      ssize_t r = read(s, b, sizeof b);
+      if (r <= 0) Die("loopback baseline: read");
+      got += static_cast<size_t>(r);
+    }
+    out.push_back(Micros(Clock::now() - t0));
+    pollfd p = {s, POLLIN, 0};
+    poll(&p, 1, 2);
+  }
+  close(s);
+  int st;
+  waitpid(pid, &st, 0);
+  return out;
+}
+
 std::vector<double> WsEchoUs(int port, int samples) {
   std::string run = CreateSession(
       port, {{"shell", "/bin/bash"}, {"args", {"--norc", "--noprofile", "-i"}}});
@@ -605,11 +665,13 @@ int main(int argc, char** argv) {
     if (!compare_bin.empty()) other.Start(compare_bin);
     // Bare and /ws keystrokes alternate in rounds of 50, so that the
     // machine's noise (other processes on 2 cores) hits both alike.
-    std::vector<double> bare_echo, echo, echo_other;
+    std::vector<double> bare_echo, loopback, echo, echo_other;
     for (int done = 0; done < samples; done += 50) {
       int n = std::min(50, samples - done);
       auto bare = BareEchoUs(n);
       bare_echo.insert(bare_echo.end(), bare.begin(), bare.end());
+      auto rtt = LoopbackRttUs(n);
+      loopback.insert(loopback.end(), rtt.begin(), rtt.end());
       // With a second host, which of the two goes first alternates.
       bool other_first = other.pid > 0 && (done / 50) % 2 == 1;
       if (other_first) {
@@ -627,6 +689,10 @@ int main(int argc, char** argv) {
     std::string enote = std::to_string(echo.size()) + " keystrokes into bash over /ws";
     Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.5), "us", "bare pty, bash readline");
     Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us", "bare pty, bash readline");
+    Emit("baseline_loopback_rtt_p50_us", Percentile(loopback, 0.5), "us",
+         "80 B over TCP on 127.0.0.1 and back, paced as the keystrokes");
+    Emit("baseline_loopback_rtt_p99_us", Percentile(loopback, 0.99), "us",
+         "80 B over TCP on 127.0.0.1 and back, paced as the keystrokes");
     Emit("ws_echo_latency_p50_us", Percentile(echo, 0.5), "us", enote);
     Emit("ws_echo_latency_p99_us", Percentile(echo, 0.99), "us",
          enote + ", event committed before sent");
