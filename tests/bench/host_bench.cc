@@ -29,7 +29,10 @@
 //   closed event arrives — every byte committed to the store before it is
 //   sent. baseline_bare_pty_mbps: the same program on a bare forkpty. Rounds
 //   (3, or --output-rounds N) of bare then host; the ratio is the median of
-//   the per-round ratios.
+//   the per-round ratios. baseline_relay_vs_bare_ratio: in each round, the
+//   same output through the least a relay does (one thread reads the pty,
+//   another base64-encodes and writes it to TCP on 127.0.0.1, no store, no
+//   framing), against the same bare round.
 // ws_fanout_100_clients_mbps: one session writing N/10 bytes with 100
 //   clients attached; total payload bytes delivered to all clients / time.
 // host_rss_per_idle_session_kb: growth of the host's RSS per idle shell
@@ -51,10 +54,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
@@ -65,6 +71,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_util.h"
+#include "util/text_codec.h"
 
 using namespace bench;
 using nlohmann::json;
@@ -400,6 +407,95 @@ void ReportCpu(const bench::CpuSnap& a, const bench::CpuSnap& b, double client_s
 // ------------------------------------------------------------------ host benchmarks
 // (The bare-pty baselines are in bench_util.h.)
 
+// Baseline: the least a relay does with a pty's output — `head -c N
+// /dev/zero` on a bare forkpty, read by one thread (blocking, 256 KiB)
+// that queues the chunks for a second thread, which base64-encodes each (as
+// the protocol sends bytes) and writes it to a TCP socket on 127.0.0.1,
+// drained by another process. No store, no framing, no event loop. MB/s of
+// pty output, until the other process has every byte.
+double BareRelayMbps(int64_t bytes) {
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (ls < 0 || bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(ls, 1) != 0 ||
+      getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    Die("relay baseline: socket");
+  }
+  auto t0 = Clock::now();
+  pid_t sink = fork();
+  if (sink == 0) {  // the receiving end: reads to EOF (system calls only)
+    int c = accept(ls, nullptr, nullptr);
+    static char b[256 * 1024];
+    while (read(c, b, sizeof b) > 0) {
+    }
+    _exit(0);
+  }
+  close(ls);
+  if (sink < 0) Die("relay baseline: fork");
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0 || connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    Die("relay baseline: connect");
+  }
+  int one = 1;
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int master = -1;
+  pid_t pid = Spawn(&master, "/usr/bin/head", {"head", "-c", std::to_string(bytes), "/dev/zero"});
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> chunks;
+  bool done = false;
+  std::thread sender([&] {
+    std::string out;
+    for (;;) {
+      std::string chunk;
+      {
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait(l, [&] { return done || !chunks.empty(); });
+        if (chunks.empty()) return;
+        chunk = std::move(chunks.front());
+        chunks.pop_front();
+      }
+      out.resize(dispatch::internal::Base64Size(chunk.size()));
+      dispatch::internal::EncodeBase64(chunk, out.data());
+      WriteAll(s, out);
+    }
+  });
+  std::vector<char> buf(256 * 1024);
+  int64_t got = 0;
+  for (;;) {
+    ssize_t n = read(master, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EIO: the child closed the terminal
+    got += n;
+    std::lock_guard<std::mutex> l(mu);
+    if (!chunks.empty() && chunks.back().size() < buf.size()) {
+      chunks.back().append(buf.data(), static_cast<size_t>(n));
+    } else {
+      chunks.emplace_back(buf.data(), static_cast<size_t>(n));
+    }
+    cv.notify_one();
+  }
+  {
+    std::lock_guard<std::mutex> l(mu);
+    done = true;
+  }
+  cv.notify_one();
+  sender.join();
+  close(s);
+  int st;
+  waitpid(sink, &st, 0);  // it has read everything
+  double sec = Seconds(Clock::now() - t0);
+  close(master);
+  waitpid(pid, &st, 0);
+  if (got != bytes) {
+    std::fprintf(stderr, "relay baseline: read %lld of %lld bytes\n", static_cast<long long>(got),
+                 static_cast<long long>(bytes));
+  }
+  return static_cast<double>(got) / 1e6 / sec;
+}
+
 // Baseline: `samples` round trips of an 80-byte message (about a
 // run:input frame) over TCP on 127.0.0.1 to an echoing child process, paced
 // as the keystrokes are (a 2 ms wait after each), in µs. A WebSocket echo
@@ -709,18 +805,19 @@ int main(int argc, char** argv) {
     // machines, so the ratio is taken per round and the median reported.
     Host other;
     if (!compare_bin.empty()) other.Start(compare_bin);
-    std::vector<double> bare, wsm, ratio, wsm_other, ratio_other;
+    std::vector<double> bare, relay, wsm, ratio, wsm_other, ratio_other;
     int rounds = output_rounds > 0 ? output_rounds : quick ? 1 : 3;
     std::string per_round;
     for (int i = 0; i < rounds; ++i) {
       bare.push_back(BarePtyMbps(bytes));
+      relay.push_back(BareRelayMbps(bytes) / bare.back());
       bool other_first = other.pid > 0 && i % 2 == 1;
       if (other_first) wsm_other.push_back(WsOutputMbps(other.port, bytes, other.pid));
       wsm.push_back(WsOutputMbps(host.port, bytes, host.pid));
       if (other.pid > 0 && !other_first) wsm_other.push_back(WsOutputMbps(other.port, bytes, other.pid));
       ratio.push_back(wsm.back() / bare.back());
       char buf[96];
-      std::snprintf(buf, sizeof buf, " %.2f", ratio.back());
+      std::snprintf(buf, sizeof buf, " %.2f[relay %.2f]", ratio.back(), relay.back());
       per_round += buf;
       if (other.pid > 0) {
         ratio_other.push_back(wsm_other.back() / bare.back());
@@ -732,6 +829,11 @@ int main(int argc, char** argv) {
     std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, median of " +
                        std::to_string(rounds);
     Emit("baseline_bare_pty_mbps", Percentile(bare, 0.5), "MB/s", note);
+    if (!relay.empty()) {
+      Emit("baseline_relay_vs_bare_ratio", Percentile(relay, 0.5), "x",
+           "median of per-round ratios: a two-thread relay of the same output, base64 over "
+           "TCP on 127.0.0.1, no store");
+    }
     Emit("ws_output_mbps", Percentile(wsm, 0.5), "MB/s",
          note + ", one /ws client, every byte committed first");
     Emit("ws_output_vs_bare_ratio", Percentile(ratio, 0.5), "x",
