@@ -8,6 +8,7 @@
 #include "log.h"
 #include "paths.h"
 #include "server.h"
+#include "util/json_check.h"
 
 namespace dispatch::host {
 namespace {
@@ -61,6 +62,12 @@ std::vector<std::string> SplitPath(std::string_view path) {
 
 Result<json> ParseBody(const std::string& body) {
   if (body.empty()) return json::object();
+  // (Copying or serialising a document recurses once per level: tens of
+  // thousands of levels would overflow the loop thread's stack.)
+  if (!internal::JsonDepthWithin(body)) {
+    return Status::InvalidArgument(
+        fmt::format("the body is nested more than {} deep", internal::kMaxJsonDepth));
+  }
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded()) return Status::InvalidArgument("the body is not valid JSON");
   return j;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <climits>
 #include <cstring>
 
 #include "dispatch/projection.h"
@@ -24,6 +25,7 @@ using nlohmann::json;
 constexpr size_t kBatchBytes = 256 * 1024;   // one coalesced frame at most
 constexpr size_t kBatchEvents = 4096;
 constexpr size_t kReadPageBytes = 512 * 1024;  // one catch-up store read
+constexpr size_t kHttpChunkBytes = 64 * 1024;  // an HTTP body written per writable callback
 constexpr int kSioPingTimeoutMs = 20000;
 // run:attach {screen: "auto"}: a screen only for a backlog of this many
 // events or (estimated from the run's average event size) output bytes.
@@ -346,7 +348,9 @@ int Server::OnHttp(lws* wsi, const char* uri) {
   if (!cl.empty()) {
     char* endp = nullptr;
     unsigned long long v = std::strtoull(cl.c_str(), &endp, 10);
-    if (endp == cl.c_str() || *endp != '\0') {
+    // Digits only: strtoull takes "-1" (as the largest value) and "+5".
+    bool digits = cl.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits || endp == cl.c_str() || *endp != '\0' || v == ULLONG_MAX) {
       return WriteImmediateResponse(wsi, 400, "invalid_argument", "bad Content-Length") > 0 ? -1
                                                                                            : -1;
     }
@@ -374,16 +378,16 @@ int Server::OnHttp(lws* wsi, const char* uri) {
                            {{"connection", "close"}});
     return -1;
   }
-  req->expect_body = req->content_length > 0 &&
-                     (req->method == "POST" || req->method == "PUT" || req->method == "PATCH" ||
-                      req->method == "DELETE");
+  // Whatever the method, a request with a body is answered once the body is
+  // in (lws reports its end with LWS_CALLBACK_HTTP_BODY_COMPLETION): an
+  // answer before it would leave the body to be read as the next request.
+  req->expect_body = req->content_length > 0;
   req->body.reserve(req->content_length);
   HttpRequest& r = *req;
   http_[wsi] = std::move(req);
   if (r.expect_body) return 0;  // wait for LWS_CALLBACK_HTTP_BODY_COMPLETION
   std::string bearer(BearerToken(GetHeader(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)));
-  Respond(wsi, r, Route(r, bearer));
-  return 0;
+  return Respond(wsi, r, Route(r, bearer));
 }
 
 int Server::OnHttpBody(lws* wsi, const char* in, size_t len) {
@@ -398,15 +402,17 @@ int Server::OnHttpBody(lws* wsi, const char* in, size_t len) {
 
 int Server::OnHttpBodyDone(lws* wsi) {
   auto it = http_.find(wsi);
-  if (it == http_.end()) return -1;
+  // lws also reports the end of an empty body (Content-Length: 0) of a
+  // request answered already, or answered and done: nothing more to say.
+  if (it == http_.end()) return 0;
   HttpRequest& r = *it->second;
   if (r.discard_body) return -1;
+  if (r.responded) return 0;
   std::string bearer(BearerToken(GetHeader(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)));
-  Respond(wsi, r, Route(r, bearer));
-  return 0;
+  return Respond(wsi, r, Route(r, bearer));
 }
 
-void Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
+int Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
   metrics_.http_by_status[resp.status]++;
   LogAt(resp.status >= 500 ? LogLevel::kWarn : LogLevel::kDebug, "http {} {} from {} -> {}",
         req.method, req.path, req.address, resp.status);
@@ -418,7 +424,7 @@ void Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
   if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(resp.status),
                                   resp.content_type.c_str(), resp.body.size(), &p, end)) {
     lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-    return;
+    return 0;
   }
   resp.headers.emplace_back("cache-control", "no-store");
   resp.headers.emplace_back("x-content-type-options", "nosniff");
@@ -429,18 +435,25 @@ void Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
                                     reinterpret_cast<const unsigned char*>(v.data()),
                                     static_cast<int>(v.size()), &p, end)) {
       lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-      return;
+      return 0;
     }
   }
   if (lws_finalize_write_http_header(wsi, start, &p, end)) {
     lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-    return;
+    return 0;
   }
   req.responded = true;
   req.out_body = head ? std::string() : std::move(resp.body);
   req.out_off = 0;
   req.close_after = resp.close;
+  // A body of one chunk goes out with the headers, in this callback: a
+  // client that shut its sending side after the request (nc -N, some
+  // proxies) would otherwise see lws close the connection on that EOF
+  // before the writable callback wrote the body. Larger bodies are written
+  // a chunk per writable callback.
+  if (req.out_body.size() <= kHttpChunkBytes) return OnHttpWriteable(wsi);
   lws_callback_on_writable(wsi);
+  return 0;
 }
 
 int Server::OnHttpWriteable(lws* wsi) {
@@ -448,7 +461,7 @@ int Server::OnHttpWriteable(lws* wsi) {
   if (it == http_.end() || !it->second->responded) return 0;
   HttpRequest& r = *it->second;
   size_t left = r.out_body.size() - r.out_off;
-  size_t chunk = std::min<size_t>(left, 64 * 1024);
+  size_t chunk = std::min<size_t>(left, kHttpChunkBytes);
   bool last = chunk == left;
   if (chunk > 0) {
     std::vector<unsigned char> out(LWS_PRE + chunk);
@@ -745,19 +758,31 @@ void Server::CloseClient(WsClient* c, int code, std::string_view reason) {
   Wake(c);
 }
 
+// Ends a connection from its writable callback with a Close frame carrying
+// `code` (RFC 6455 §5.5.1, §7.4), so that the client sees why. lws 4.1
+// takes a nonzero return from a writable callback for a failed write and
+// drops the socket without the Close frame lws_close_reason() prepares, and
+// its public API has no write type for one; lws writes an HTTP-type write on
+// a WebSocket connection as it is, so the frame (a server's: unmasked) is
+// built here.
+int Server::SendCloseFrame(lws* wsi, int code) {
+  unsigned char buf[LWS_PRE + 4];
+  unsigned char* f = buf + LWS_PRE;
+  f[0] = 0x88;  // FIN, opcode 8 (Close)
+  f[1] = 2;     // payload: the status code alone
+  f[2] = static_cast<unsigned char>((code >> 8) & 0xff);
+  f[3] = static_cast<unsigned char>(code & 0xff);
+  (void)lws_write(wsi, f, 4, LWS_WRITE_HTTP);
+  return -1;
+}
+
 int Server::OnWsWriteable(lws* wsi) {
   auto it = clients_.find(wsi);
   if (it == clients_.end()) return -1;
   WsClient* c = it->second.get();
-  if (c->queue.empty() && c->close_after_flush) {
-    lws_close_reason(wsi, static_cast<lws_close_status>(c->close_code), nullptr, 0);
-    return -1;
-  }
+  if (c->queue.empty() && c->close_after_flush) return SendCloseFrame(wsi, c->close_code);
   if (!WriteQueued(c)) return -1;
-  if (c->queue.empty() && c->close_after_flush) {
-    lws_close_reason(wsi, static_cast<lws_close_status>(c->close_code), nullptr, 0);
-    return -1;
-  }
+  if (c->queue.empty() && c->close_after_flush) return SendCloseFrame(wsi, c->close_code);
   if (!c->queue.empty()) lws_callback_on_writable(wsi);
   return 0;
 }

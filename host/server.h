@@ -175,7 +175,8 @@ class Server {
   int OnHttpBody(lws* wsi, const char* in, size_t len);
   int OnHttpBodyDone(lws* wsi);
   int OnHttpWriteable(lws* wsi);
-  void Respond(lws* wsi, HttpRequest& req, HttpResponse resp);
+  // Returns what the lws callback that answers returns (-1: close).
+  int Respond(lws* wsi, HttpRequest& req, HttpResponse resp);
   HttpResponse Route(HttpRequest& req, const std::string& bearer);
   int WriteImmediateResponse(lws* wsi, int status, std::string_view code, std::string_view msg,
                              const std::vector<std::pair<std::string, std::string>>& headers = {});
@@ -199,6 +200,7 @@ class Server {
   // The check-phase flush of the clients Wake listed (see Wake).
   void FlushPending();
   void OnWsClosed(lws* wsi);
+  int SendCloseFrame(lws* wsi, int code);
   void HandleMessage(WsClient* c, InMessage& m);
   void HandleSioFrame(WsClient* c, std::string_view text);
   void SendText(WsClient* c, std::string text, bool force = false);

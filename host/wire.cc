@@ -1,7 +1,10 @@
 // WebSocket wire format: native frames and Socket.IO v4 (see wire.h).
 #include "wire.h"
 
+#include <cstdint>
 #include <cstring>
+
+#include "util/json_check.h"
 
 namespace dispatch::host {
 namespace {
@@ -49,34 +52,10 @@ void AppendJsonString(std::string& out, std::string_view s) {
   out += '"';
 }
 
-// Rejects documents nested deeper than `max_depth` before nlohmann's
-// recursive parser sees them (a megabyte of '[' would exhaust the stack).
-bool NestingWithin(std::string_view text, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
-}
-
 Result<json> ParseJson(std::string_view text) {
-  if (!NestingWithin(text, 64)) return Status::InvalidArgument("JSON nested too deeply");
+  // (A megabyte of '[' would cost nlohmann's parser a deep stack of states
+  // and the copies and dumps after it a recursion per level.)
+  if (!internal::JsonDepthWithin(text, 64)) return Status::InvalidArgument("JSON nested too deeply");
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::InvalidArgument("malformed JSON");
   return j;
@@ -108,9 +87,12 @@ json EventToJson(const EventView& e) {
       j["payload"] = Base64Encode(e.payload);
       break;
     case Encoding::kJson: {
-      json p = json::parse(e.payload.begin(), e.payload.end(), nullptr, false);
+      json p = internal::JsonDepthWithin(e.payload)
+                   ? json::parse(e.payload.begin(), e.payload.end(), nullptr, false)
+                   : json(json::value_t::discarded);
       if (p.is_discarded()) {
-        // Never expected (the store validates JSON); degrade to bytes.
+        // Never expected (the store validates JSON and its depth; a store
+        // written before the depth limit might hold deeper); degrade to bytes.
         j["payload"] = Base64Encode(e.payload);
         j["encoding"] = "bytes";
         j["timestamp"] = e.ts_us / 1000;
@@ -212,7 +194,13 @@ Result<InMessage> ParseNativeFrame(std::string_view text) {
   if (Status s = FillMessage(m, *ev, data == j->end() ? nullptr : &*data); !s.ok()) return s;
   auto id = j->find("id");
   if (id != j->end() && !id->is_null()) {
-    if (!id->is_number_integer()) return Status::InvalidArgument("\"id\" must be an integer");
+    // (An id from 2^63 up parses as unsigned and would come back wrapped:
+    // the reply would carry another id than the request's.)
+    if (!id->is_number_integer() ||
+        (id->is_number_unsigned() &&
+         id->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
+      return Status::InvalidArgument("\"id\" must be an integer from -2^63 to 2^63-1");
+    }
     m.id = id->get<int64_t>();
   }
   return m;

@@ -91,7 +91,11 @@ struct RepaintOptions {
   bool include_scrollback = false;
 };
 
-// Size limits for Create/Resize (InvalidArgument outside).
+// Size limits for Create/Resize (InvalidArgument outside). At least two
+// columns: libvterm writes outside its buffers when a double-width character
+// meets a one-column screen. (A pty may still be one column wide; its
+// screen then keeps the size it had before, or the default.)
+inline constexpr int kMinScreenCols = 2;
 inline constexpr int kMaxScreenCols = 2000;
 inline constexpr int kMaxScreenRows = 1000;
 

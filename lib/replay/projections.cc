@@ -39,7 +39,7 @@ bool SizeOf(const json& j, int* cols, int* rows) {
       return false;
     }
     int64_t vc = ic->get<int64_t>(), vr = ir->get<int64_t>();
-    if (vc < 1 || vr < 1 || vc > kMaxScreenCols || vr > kMaxScreenRows) return false;
+    if (vc < kMinScreenCols || vr < 1 || vc > kMaxScreenCols || vr > kMaxScreenRows) return false;
     *c = static_cast<int>(vc);
     *r = static_cast<int>(vr);
     return true;
@@ -228,7 +228,7 @@ std::optional<std::string> SessionListProjection::Get(std::string_view run_id) c
 // ---- ScreenProjection ----
 
 ScreenProjection::ScreenProjection(const ScreenOptions& options) : options_(options) {
-  if (options_.cols < 1 || options_.cols > kMaxScreenCols) options_.cols = 80;
+  if (options_.cols < kMinScreenCols || options_.cols > kMaxScreenCols) options_.cols = 80;
   if (options_.rows < 1 || options_.rows > kMaxScreenRows) options_.rows = 24;
   Reset();
 }

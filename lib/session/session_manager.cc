@@ -37,6 +37,7 @@
 
 #include "session/builtin_adapters.h"
 #include "session/serial_worker.h"
+#include "util/json_check.h"
 #include "util/path_confine.h"
 #include "util/thread_name.h"
 
@@ -377,14 +378,20 @@ Status Session::DoEmit(NewEvent ev, bool coalesce) {
                                                ev.payload.size(), kMaxPayloadBytes));
   }
   if (ev.id.size() > kMaxEventIdBytes) return Status::InvalidArgument("event id too long");
-  if (ev.encoding == Encoding::kJson && !json::accept(ev.payload)) {
-    return Status::InvalidArgument("payload of a json event is not valid JSON");
+  if (ev.encoding == Encoding::kJson) {
+    if (const char* problem = JsonProblem(ev.payload)) {
+      return Status::InvalidArgument(fmt::format("payload of a json event {}", problem));
+    }
   }
   mgr->Enqueue(*this, std::move(ev), coalesce);
   return Status::Ok();
 }
 
 Status Session::UpdateMeta(std::string_view json_object) {
+  if (!JsonDepthWithin(json_object)) {
+    return Status::InvalidArgument(
+        fmt::format("UpdateMeta: the object is nested more than {} deep", kMaxJsonDepth));
+  }
   json j = json::parse(json_object, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     return Status::InvalidArgument("UpdateMeta needs a JSON object");
@@ -565,6 +572,10 @@ Result<std::string> ManagerImpl::DoCreate(const SessionConfig& config) {
   auto f = factories_.find(config.kind);
   if (f == factories_.end()) {
     return Status::InvalidArgument(fmt::format("unknown session kind '{}'", config.kind));
+  }
+  if (!JsonDepthWithin(config.options_json)) {
+    return Status::InvalidArgument(
+        fmt::format("session options are nested more than {} deep", kMaxJsonDepth));
   }
   json options = json::parse(config.options_json.empty() ? "{}" : config.options_json, nullptr,
                              false);

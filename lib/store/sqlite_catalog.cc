@@ -57,6 +57,9 @@ Status CheckKey(std::string_view what, std::string_view key) {
 }
 
 Status CheckJsonObject(std::string_view what, std::string_view json) {
+  if (!JsonDepthWithin(json)) {
+    return Status::InvalidArgument(fmt::format("{} is nested more than {} deep", what, kMaxJsonDepth));
+  }
   if (!IsJsonObject(json)) {
     return Status::InvalidArgument(fmt::format("{} must be a JSON object", what));
   }
@@ -64,7 +67,9 @@ Status CheckJsonObject(std::string_view what, std::string_view json) {
 }
 
 Status CheckJson(std::string_view what, std::string_view json) {
-  if (!IsValidJson(json)) return Status::InvalidArgument(fmt::format("{} is not valid JSON", what));
+  if (const char* problem = JsonProblem(json)) {
+    return Status::InvalidArgument(fmt::format("{} {}", what, problem));
+  }
   return Status::Ok();
 }
 

@@ -206,9 +206,11 @@ Status ValidateBatch(std::string_view run_id, std::span<const NewEvent> events) 
     if (static_cast<uint8_t>(e.encoding) > static_cast<uint8_t>(Encoding::kText)) {
       return Status::InvalidArgument(fmt::format("event {}: unknown encoding", i));
     }
-    if (e.encoding == Encoding::kJson && !IsValidJson(e.payload)) {
-      return Status::InvalidArgument(
-          fmt::format("event {}: payload is not valid JSON but its encoding is json", i));
+    if (e.encoding == Encoding::kJson) {
+      if (const char* problem = JsonProblem(e.payload)) {
+        return Status::InvalidArgument(
+            fmt::format("event {}: payload {} but its encoding is json", i, problem));
+      }
     }
     total += e.payload.size();
   }

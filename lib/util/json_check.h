@@ -1,4 +1,5 @@
-// Internal: JSON validity checks shared by the store and the catalog.
+// Internal: JSON validity checks shared by the store, the catalog, the
+// runtime and the host.
 #ifndef DISPATCH_LIB_UTIL_JSON_CHECK_H_
 #define DISPATCH_LIB_UTIL_JSON_CHECK_H_
 
@@ -6,11 +7,24 @@
 
 namespace dispatch::internal {
 
-// True if `text` is exactly one valid JSON value (RFC 8259), without
-// building a document.
+// How deep JSON the library accepts (objects and arrays inside each other).
+// nlohmann::json parses deeper documents, but copying or serialising one
+// recurses once per level, and ~65,000 levels overflow a thread's stack:
+// a payload, a setting or a session's meta that deep would crash whatever
+// later serialises it (the host, when it sends it to a client).
+inline constexpr int kMaxJsonDepth = 256;
+
+// True if no object or array in `text` is nested more than `max_depth`
+// deep (brackets inside strings do not count). Does not check validity.
+bool JsonDepthWithin(std::string_view text, int max_depth = kMaxJsonDepth);
+// True if `text` is exactly one valid JSON value (RFC 8259) nested at most
+// kMaxJsonDepth deep, without building a document.
 bool IsValidJson(std::string_view text);
-// True if `text` is a valid JSON object.
+// True if `text` is such a value and an object.
 bool IsJsonObject(std::string_view text);
+// What is wrong with `text` as a JSON value, for an error message ("is not
+// valid JSON", "is nested more than 256 deep"), or nullptr if nothing.
+const char* JsonProblem(std::string_view text);
 
 }  // namespace dispatch::internal
 

@@ -45,6 +45,16 @@ TEST_CASE("Native frames parse into event, data and id") {
   CHECK(!ParseNativeFrame(R"({"data":{}})").ok());
   CHECK(!ParseNativeFrame(R"({"event":"x","data":[1]})").ok());
   CHECK(!ParseNativeFrame(R"({"event":"x","id":"7"})").ok());
+  // An id is echoed in its reply, so it must fit an int64 exactly: from 2^63
+  // up nlohmann parses it unsigned, and it would come back wrapped.
+  auto top = ParseNativeFrame(R"({"event":"x","id":9223372036854775807})");
+  REQUIRE(top.ok());
+  CHECK(*top->id == INT64_MAX);
+  auto bottom = ParseNativeFrame(R"({"event":"x","id":-9223372036854775808})");
+  REQUIRE(bottom.ok());
+  CHECK(*bottom->id == INT64_MIN);
+  CHECK(!ParseNativeFrame(R"({"event":"x","id":9223372036854775808})").ok());
+  CHECK(!ParseNativeFrame(R"({"event":"x","id":18446744073709551615})").ok());
   // Deep nesting is refused before the recursive parser sees it.
   std::string deep = R"({"event":"x","data":{"a":)" + std::string(100000, '[') + "}}";
   CHECK(!ParseNativeFrame(deep).ok());

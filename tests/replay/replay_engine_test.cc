@@ -198,6 +198,35 @@ TEST_CASE("Retention: a snapshot covers what was removed; without one the answer
   CHECK(t.status().earliest_available() == 31);
 }
 
+TEST_CASE("A one-column pty with a double-width character rebuilds without a crash") {
+  // libvterm writes outside its buffers when a wide character meets a
+  // one-column screen: screens are at least two columns, and a size below
+  // that in the log (created or resized to 1 column) leaves the screen as it
+  // was instead of reaching libvterm.
+  TempDir dir;
+  auto store = OpenStore(dir.file("s.db"));
+  ReplayEngine engine(store.get());
+  std::vector<NewEvent> evs;
+  evs.push_back(Ev(R"({"cols":1,"rows":1})", "system:status", "created", Encoding::kJson));
+  evs.push_back(Ev("\xe8\xa6\x80\r\n"));  // U+8980, two columns wide
+  evs.push_back(Ev(R"({"cols":80,"rows":24})", "pty:resize", "dimensions", Encoding::kJson));
+  evs.push_back(Ev(R"({"cols":1,"rows":1})", "pty:resize", "dimensions", Encoding::kJson));
+  evs.push_back(Ev("\xf0\x9f\x98\x80x\r\n"));  // U+1F600
+  Append(*store, "r", evs);
+  ScreenProjection p;
+  REQUIRE(engine.Rebuild("r", p).ok());
+  CHECK(p.screen().cols() == 80);
+  ScreenOptions one;
+  one.cols = 1;
+  CHECK(TerminalScreen::Create(one).status().code() == StatusCode::kInvalidArgument);
+  auto two = TerminalScreen::Create(ScreenOptions{});
+  REQUIRE(two.ok());
+  REQUIRE((*two)->Resize(2, 1).ok());
+  (*two)->Write("\xe8\xa6\x80\xf0\x9f\x98\x80");
+  CHECK((*two)->Resize(1, 1).code() == StatusCode::kInvalidArgument);
+  CHECK((*two)->cols() == 2);
+}
+
 TEST_CASE("Rebuild can backfill snapshots by policy, and attach costs one screen") {
   TempDir dir;
   auto store = OpenStore(dir.file("s.db"));

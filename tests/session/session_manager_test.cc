@@ -255,6 +255,11 @@ TEST_SUITE("RunSessionManager") {
     CHECK(f.mgr->CreateSession(c).status().code() == StatusCode::kInvalidArgument);
     c.options_json = R"({"args":[1]})";
     CHECK(f.mgr->CreateSession(c).status().code() == StatusCode::kInvalidArgument);
+    // Options nested deeper than the library serialises safely.
+    c.options_json = R"({"x":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    auto deep = f.mgr->CreateSession(c);
+    CHECK(deep.status().code() == StatusCode::kInvalidArgument);
+    CHECK(deep.status().message().find("nested more than 256 deep") != std::string::npos);
     c.options_json = "{}";
     c.workspace = "..";
     CHECK(f.mgr->CreateSession(c).status().code() == StatusCode::kInvalidArgument);
@@ -283,6 +288,12 @@ TEST_SUITE("RunSessionManager") {
     // Its id is taken now.
     c.options_json = "{}";
     CHECK(f.mgr->CreateSession(c).status().code() == StatusCode::kConflict);
+    // A directory is not a shell, though access(X_OK) passes it.
+    c.run_id = "dir-shell";
+    c.options_json = R"({"shell":"/"})";
+    auto dir_shell = f.mgr->CreateSession(c);
+    CHECK(dir_shell.status().code() == StatusCode::kInvalidArgument);
+    CHECK(dir_shell.status().message().find("is a directory") != std::string::npos);
   }
 
   TEST_CASE("before:create may veto; after:event sees every committed event in order") {

@@ -102,6 +102,11 @@ TEST_SUITE("Catalog") {
     CHECK(cat.ListSettings()->size() == 2);
     CHECK(cat.PutSettings("ui", "{theme:1}").code() == StatusCode::kInvalidArgument);
     CHECK(cat.PutSettings("", "{}").code() == StatusCode::kInvalidArgument);
+    // Deeper than the library serialises safely: refused, the old value kept.
+    std::string deep = R"({"a":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    Status s = cat.PutSettings("ui", deep);
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK(s.message().find("nested more than 256 deep") != std::string::npos);
     CHECK(*cat.GetSettings("ui") == R"({"theme":"light"})");
   }
 

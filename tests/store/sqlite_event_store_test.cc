@@ -618,6 +618,20 @@ TEST_SUITE("SqliteEventStore") {
                                    Ev("{\"a\":", "c", "t", Encoding::kJson)});
     CHECK(bad_json.status().code() == StatusCode::kInvalidArgument);
     CHECK(bad_json.status().message().find("event 1") != std::string::npos);
+    // JSON nested deeper than the library serialises safely (copies and
+    // dumps recurse once per level): refused by name, nothing written.
+    std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    auto too_deep = store->Append("r", std::vector<NewEvent>{Ev(deep, "c", "t", Encoding::kJson)});
+    CHECK(too_deep.status().code() == StatusCode::kInvalidArgument);
+    CHECK(too_deep.status().message().find("nested more than 256 deep") != std::string::npos);
+    std::string at_limit = std::string(256, '[') + std::string(256, ']');
+    CHECK(store->Append("deep", std::vector<NewEvent>{Ev(at_limit, "c", "t", Encoding::kJson)}).ok());
+    CHECK(code("r", {Ev("[" + at_limit + "]", "c", "t", Encoding::kJson)}) ==
+          StatusCode::kInvalidArgument);
+    // Brackets inside strings are text, not nesting.
+    CHECK(store->Append("deep", std::vector<NewEvent>{Ev("[\"" + std::string(1000, '[') + "\\\"\"]", "c",
+                                                         "t", Encoding::kJson)})
+              .ok());
     NewEvent weird = Ev("x");
     weird.encoding = static_cast<Encoding>(7);
     CHECK(code("r", {weird}) == StatusCode::kInvalidArgument);

@@ -36,6 +36,7 @@
 #include <pty.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -276,6 +277,14 @@ Result<PtyOptions> ParseOptions(const std::string& text) {
   return o;
 }
 
+// True if `path` is a file (not a directory: access(X_OK) passes those)
+// that this process may execute.
+bool IsExecutableFile(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode) &&
+         ::access(path.c_str(), X_OK) == 0;
+}
+
 // `name` as an executable path: as given when it contains '/', else found on
 // PATH (`path_var`).
 Result<std::string> FindProgram(const std::string& name, const std::string& path_var) {
@@ -284,6 +293,9 @@ Result<std::string> FindProgram(const std::string& name, const std::string& path
     if (::access(name.c_str(), X_OK) != 0) {
       return Status::InvalidArgument(
           fmt::format("shell '{}' is not an executable: {}", name, std::strerror(errno)));
+    }
+    if (!IsExecutableFile(name)) {
+      return Status::InvalidArgument(fmt::format("shell '{}' is a directory", name));
     }
     return name;
   }
@@ -294,7 +306,7 @@ Result<std::string> FindProgram(const std::string& name, const std::string& path
     std::string dir = path_var.substr(i, j - i);
     if (dir.empty()) dir = ".";
     std::string candidate = dir + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (IsExecutableFile(candidate)) return candidate;
     i = j + 1;
   }
   return Status::InvalidArgument(fmt::format("shell '{}' not found on PATH", name));
