@@ -661,7 +661,9 @@ void Server::HandleSioFrame(WsClient* c, std::string_view text) {
     }
     case SioFrame::kEvent:
       if (!c->sio_connected) {
-        SendEvent(c, "error", json{{"code", "unauthorized"}, {"message", "connect first"}});
+        // An event with an ack id gets its error as the ack (a client
+        // awaiting it would otherwise wait forever); one without, an event.
+        ReplyError(c, f->message.id, "unauthorized", "connect to the namespace first");
         return;
       }
       HandleMessage(c, f->message);
@@ -936,8 +938,13 @@ void Server::HandleMessage(WsClient* c, InMessage& m) {
       return;
     }
     std::string_view enc = "text";
-    if (auto e = m.data.find("encoding"); e != m.data.end() && e->is_string())
+    if (auto e = m.data.find("encoding"); e != m.data.end() && !e->is_null()) {
+      if (!e->is_string()) {
+        ReplyError(c, m.id, "invalid_argument", "encoding must be text or bytes", run);
+        return;
+      }
       enc = e->get_ref<const std::string&>();
+    }
     std::string bytes;
     Encoding encoding = Encoding::kText;
     if (enc == "bytes" || enc == "base64") {
