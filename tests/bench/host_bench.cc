@@ -407,6 +407,32 @@ void ReportCpu(const bench::CpuSnap& a, const bench::CpuSnap& b, double client_s
 // ------------------------------------------------------------------ host benchmarks
 // (The bare-pty baselines are in bench_util.h.)
 
+// A listening TCP socket on 127.0.0.1 (a free port, written to *addr), for
+// the loopback baselines.
+int LoopbackListener(sockaddr_in* addr, const char* what) {
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  *addr = sockaddr_in{};
+  addr->sin_family = AF_INET;
+  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof *addr;
+  if (ls < 0 || bind(ls, reinterpret_cast<sockaddr*>(addr), sizeof *addr) != 0 ||
+      listen(ls, 1) != 0 || getsockname(ls, reinterpret_cast<sockaddr*>(addr), &len) != 0) {
+    Die(std::string(what) + ": socket");
+  }
+  return ls;
+}
+
+// A connection to `addr`, with TCP_NODELAY, as the host's sockets have.
+int LoopbackConnect(const sockaddr_in& addr, const char* what) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0 || connect(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    Die(std::string(what) + ": connect");
+  }
+  int one = 1;
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return s;
+}
+
 // Baseline: the least a relay does with a pty's output — `head -c N
 // /dev/zero` on a bare forkpty, read by one thread (blocking, 256 KiB)
 // that queues the chunks for a second thread, which base64-encodes each (as
@@ -414,15 +440,8 @@ void ReportCpu(const bench::CpuSnap& a, const bench::CpuSnap& b, double client_s
 // drained by another process. No store, no framing, no event loop. MB/s of
 // pty output, until the other process has every byte.
 double BareRelayMbps(int64_t bytes) {
-  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (ls < 0 || bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(ls, 1) != 0 ||
-      getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    Die("relay baseline: socket");
-  }
+  sockaddr_in a;
+  int ls = LoopbackListener(&a, "relay baseline");
   auto t0 = Clock::now();
   pid_t sink = fork();
   if (sink == 0) {  // the receiving end: reads to EOF (system calls only)
@@ -434,12 +453,7 @@ double BareRelayMbps(int64_t bytes) {
   }
   close(ls);
   if (sink < 0) Die("relay baseline: fork");
-  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s < 0 || connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    Die("relay baseline: connect");
-  }
-  int one = 1;
-  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int s = LoopbackConnect(a, "relay baseline");
   int master = -1;
   pid_t pid = Spawn(&master, "/usr/bin/head", {"head", "-c", std::to_string(bytes), "/dev/zero"});
   std::mutex mu;
@@ -503,15 +517,8 @@ double BareRelayMbps(int64_t bytes) {
 // pty's echo is the floor for any host in the same run.
 std::vector<double> LoopbackRttUs(int samples) {
   std::vector<double> out;
-  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (ls < 0 || bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(ls, 1) != 0 ||
-      getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    Die("loopback baseline: socket");
-  }
+  sockaddr_in a;
+  int ls = LoopbackListener(&a, "loopback baseline");
   int one = 1;
   pid_t pid = fork();
   if (pid == 0) {  // the echoing peer: only system calls until _exit
@@ -526,11 +533,7 @@ std::vector<double> LoopbackRttUs(int samples) {
   }
   close(ls);
   if (pid < 0) Die("loopback baseline: fork");
-  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s < 0 || connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    Die("loopback baseline: connect");
-  }
-  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int s = LoopbackConnect(a, "loopback baseline");
   char msg[80];
   std::memset(msg, 'x', sizeof msg);
   char b[512];

@@ -584,16 +584,49 @@ class Gen:
 MISSING = object()
 
 
-class NativeConn:
-    """A /ws client (python3-websockets) that keeps and checks every frame."""
+class Conn:
+    """A WebSocket client whose reader task (_reader, in the subclass) keeps
+    what the host sends in self.items."""
 
     def __init__(self, fz, ws, tag):
         self.fz = fz
         self.ws = ws
         self.tag = tag
-        self.frames = []
+        self.items = []
         self.closed = None
         self.task = asyncio.ensure_future(self._reader())
+
+    async def wait_for_item(self, pred, timeout, start):
+        """The first of items[start:] that pred accepts, or None once the
+        connection is closed or after timeout seconds."""
+        end = time.time() + timeout
+        while time.time() < end:
+            for x in self.items[start:]:
+                if pred(x):
+                    return x
+            if self.closed:
+                return None
+            await asyncio.sleep(0.005)
+        return None
+
+    async def close(self):
+        """Closes the WebSocket and waits (5 s at most) for the reader task."""
+        try:
+            await self.ws.close()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            await asyncio.wait_for(self.task, 5)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class NativeConn(Conn):
+    """A /ws client (python3-websockets) that keeps and checks every frame."""
+
+    @property
+    def frames(self):
+        return self.items
 
     @classmethod
     async def open(cls, fz, tag="ws", hello=True):
@@ -626,25 +659,7 @@ class NativeConn:
         self.closed = self.closed or True
 
     async def wait(self, pred, what, timeout=REPLY_TIMEOUT, start=0):
-        end = time.time() + timeout
-        while time.time() < end:
-            for f in self.frames[start:]:
-                if pred(f):
-                    return f
-            if self.closed:
-                return None
-            await asyncio.sleep(0.005)
-        return None
-
-    async def close(self):
-        try:
-            await self.ws.close()
-        except Exception:  # noqa: BLE001
-            pass
-        try:
-            await asyncio.wait_for(self.task, 5)
-        except Exception:  # noqa: BLE001
-            pass
+        return await self.wait_for_item(pred, timeout, start)
 
 
 def check_server_frame(fz, f, text):
@@ -1571,17 +1586,13 @@ def check_sio_packet(fz, p):
                 fz.violation("Socket.IO error ack without {code, message}", short(p))
 
 
-class SioConn:
+class SioConn(Conn):
     """A Socket.IO (Engine.IO v4, websocket transport) client that keeps
     every packet and answers the host's pings."""
 
-    def __init__(self, fz, ws, tag):
-        self.fz = fz
-        self.ws = ws
-        self.tag = tag
-        self.packets = []
-        self.closed = None
-        self.task = asyncio.ensure_future(self._reader())
+    @property
+    def packets(self):
+        return self.items
 
     @classmethod
     async def open(cls, fz, tag="sio", connect=True):
@@ -1625,26 +1636,8 @@ class SioConn:
         check_sio_packet(self.fz, p)
 
     async def wait(self, pred, timeout=REPLY_TIMEOUT, start=None):
-        end = time.time() + timeout
         start = len(self.packets) if start is None else start
-        while time.time() < end:
-            for p in self.packets[start:]:
-                if pred(p):
-                    return p
-            if self.closed:
-                return None
-            await asyncio.sleep(0.005)
-        return None
-
-    async def close(self):
-        try:
-            await self.ws.close()
-        except Exception:  # noqa: BLE001
-            pass
-        try:
-            await asyncio.wait_for(self.task, 5)
-        except Exception:  # noqa: BLE001
-            pass
+        return await self.wait_for_item(pred, timeout, start)
 
 
 def test_socketio_targeted(fz):
