@@ -348,8 +348,10 @@ int Server::OnHttp(lws* wsi, const char* uri) {
   if (!cl.empty()) {
     char* endp = nullptr;
     unsigned long long v = std::strtoull(cl.c_str(), &endp, 10);
-    // Digits only: strtoull takes "-1" (as the largest value) and "+5".
-    bool digits = cl.find_first_not_of("0123456789") == std::string::npos;
+    // Digits only (strtoull takes "-1", as the largest value, and "+5"),
+    // and at most 19 of them: lws reads the header into 32 bytes with atoll
+    // and ignores a longer one, and the two must agree on the body's end.
+    bool digits = cl.find_first_not_of("0123456789") == std::string::npos && cl.size() <= 19;
     if (!digits || endp == cl.c_str() || *endp != '\0' || v == ULLONG_MAX) {
       return WriteImmediateResponse(wsi, 400, "invalid_argument", "bad Content-Length") > 0 ? -1
                                                                                            : -1;
@@ -382,6 +384,11 @@ int Server::OnHttp(lws* wsi, const char* uri) {
   // in (lws reports its end with LWS_CALLBACK_HTTP_BODY_COMPLETION): an
   // answer before it would leave the body to be read as the next request.
   req->expect_body = req->content_length > 0;
+  // A POST, PUT or PATCH without Content-Length: lws then expects a body of
+  // its own default length and would read the next request on this
+  // connection as that body, so the answer closes the connection.
+  req->close_after = cl.empty() && (req->method == "POST" || req->method == "PUT" ||
+                                    req->method == "PATCH");
   req->body.reserve(req->content_length);
   HttpRequest& r = *req;
   http_[wsi] = std::move(req);
@@ -392,7 +399,8 @@ int Server::OnHttp(lws* wsi, const char* uri) {
 
 int Server::OnHttpBody(lws* wsi, const char* in, size_t len) {
   auto it = http_.find(wsi);
-  if (it == http_.end()) return -1;
+  // (lws may report an empty body of a request answered already.)
+  if (it == http_.end() || it->second->responded) return 0;
   HttpRequest& r = *it->second;
   if (r.discard_body) return 0;
   if (r.body.size() + len > config_.max_body_bytes) return -1;
@@ -428,7 +436,7 @@ int Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
   }
   resp.headers.emplace_back("cache-control", "no-store");
   resp.headers.emplace_back("x-content-type-options", "nosniff");
-  if (resp.close) resp.headers.emplace_back("connection", "close");
+  if (resp.close || req.close_after) resp.headers.emplace_back("connection", "close");
   for (const auto& [k, v] : resp.headers) {
     std::string name = k + ":";
     if (lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(name.c_str()),
@@ -445,7 +453,7 @@ int Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
   req.responded = true;
   req.out_body = head ? std::string() : std::move(resp.body);
   req.out_off = 0;
-  req.close_after = resp.close;
+  req.close_after = req.close_after || resp.close;
   // A body of one chunk goes out with the headers, in this callback: a
   // client that shut its sending side after the request (nc -N, some
   // proxies) would otherwise see lws close the connection on that EOF
@@ -761,12 +769,12 @@ void Server::CloseClient(WsClient* c, int code, std::string_view reason) {
 }
 
 // Ends a connection from its writable callback with a Close frame carrying
-// `code` (RFC 6455 §5.5.1, §7.4), so that the client sees why. lws 4.1
-// takes a nonzero return from a writable callback for a failed write and
-// drops the socket without the Close frame lws_close_reason() prepares, and
-// its public API has no write type for one; lws writes an HTTP-type write on
-// a WebSocket connection as it is, so the frame (a server's: unmasked) is
-// built here.
+// `code` (RFC 6455 §5.5.1, §7.4), so that the client sees why. lws 4.1 sends
+// the Close frame lws_close_reason() prepares only when nothing of an
+// earlier frame is still buffered (otherwise it flushes and kills the
+// connection), and its public API has no write type for one; lws writes an
+// HTTP-type write on a WebSocket connection as it is, after whatever it
+// holds buffered, so the frame (a server's: unmasked) is built here.
 int Server::SendCloseFrame(lws* wsi, int code) {
   unsigned char buf[LWS_PRE + 4];
   unsigned char* f = buf + LWS_PRE;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "util/json_check.h"
 #include "util/text_codec.h"
 
 namespace dispatch {
@@ -306,6 +307,10 @@ Result<ImportStats> ImportJsonl(EventStore& store, std::istream& in) {
     ++lineno;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    if (!internal::JsonDepthWithin(line)) {
+      failure = bad("nested more than 256 deep");
+      break;
+    }
     json j = json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
       failure = bad("not a JSON object");

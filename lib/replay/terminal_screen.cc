@@ -425,7 +425,10 @@ VTerm* NewVterm(int rows, int cols) {
 // The cells of one encoded row (see AppendRow), decoded by a scratch
 // emulator `cols` wide.
 std::vector<VTermScreenCell> DecodeRow(std::string_view encoded, int cols) {
-  VTerm* vt = NewVterm(1, cols);
+  // (At least kMinScreenCols wide: a double-width glyph in a one-column
+  // libvterm writes through a null pointer. Saved states may hold such
+  // lines, from before the limit or crafted.)
+  VTerm* vt = NewVterm(1, std::max(cols, kMinScreenCols));
   VTermScreen* screen = vterm_obtain_screen(vt);
   vterm_screen_reset(screen, 1);
   vterm_input_write(vt, encoded.data(), encoded.size());

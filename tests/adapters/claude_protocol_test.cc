@@ -107,6 +107,12 @@ TEST_SUITE("ClaudeProtocol") {
     CHECK(mt.is_error);
     CHECK(mt.error == "Reached maximum number of turns (1)");
 
+    // A line nested 100k deep (a broken or hostile CLI): an error, not a
+    // crash of whatever would copy or dump it.
+    ParsedLine deep = ParseLine("{\"type\":" + std::string(100000, '[') + std::string(100000, ']') + "}");
+    CHECK_FALSE(deep.json);
+    CHECK(deep.error == "nested more than 256 deep");
+
     ParsedLine bad = ParseLine(Lines(Fixture("resume_bad.out")).back());
     CHECK(bad.is_error);
     CHECK(IsUnknownConversationError(bad.error));

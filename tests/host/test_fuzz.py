@@ -2268,6 +2268,34 @@ def read_until_quiet(s, quiet):
         data += b
 
 
+def test_http_post_without_content_length_closes_after_its_answer(fz):
+    """A POST, PUT or PATCH without Content-Length: lws then expects a body
+    of its own default length (100 MiB) and read the next request on the
+    connection as that body (it got no answer). The answer now says
+    `connection: close` and the connection ends after it."""
+    K = fz.key.encode()
+    req = (b"POST /api/workspaces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + K + b"\r\n\r\n")
+    fz.note(f"raw http {short(req, 200)}")
+    outcome = raw_http(fz, req)
+    assert outcome["ended"], "neither answered nor closed"
+    assert len(outcome["responses"]) == 1, outcome["raw"][:400]
+    status, headers, body = outcome["responses"][0]
+    assert 400 <= status < 500 and headers.get("connection") == "close", (status, headers, body[:200])
+    fz.checkpoint("POST without Content-Length")
+
+
+def test_http_content_length_longer_than_lws_reads_is_a_400(fz):
+    """lws reads Content-Length into 32 bytes and ignores a longer header;
+    the host must not wait for a body lws will never deliver (a GET with
+    34 digits of Content-Length hung)."""
+    req = b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 32 + b"10\r\n\r\n0123456789"
+    fz.note(f"raw http {short(req, 200)}")
+    outcome = raw_http(fz, req)
+    assert outcome["ended"], "neither answered nor closed"
+    assert outcome["responses"] and outcome["responses"][0][0] == 400, outcome["raw"][:400]
+    fz.checkpoint("34-digit Content-Length")
+
+
 LWS_LEVEL_CASES = {
     # Refused by libwebsockets while it parses the request, before the
     # host's callback sees it (doc/protocol.md): no JSON error is possible

@@ -164,6 +164,14 @@ TEST_CASE("Import refuses malformed lines with their line number") {
       "{\"runId\":\"bad id\",\"seq\":1,\"channel\":\"c\",\"type\":\"t\",\"encoding\":\"text\","
       "\"payload\":\"x\"}\n");
   CHECK(ImportJsonl(*store, badrun).status().code() == StatusCode::kInvalidArgument);
+  // A json payload nested 100k deep: refused by name (dumping it would
+  // recurse once per level), not a crash.
+  std::istringstream deep(
+      "{\"runId\":\"q\",\"seq\":1,\"channel\":\"c\",\"type\":\"t\",\"encoding\":\"json\","
+      "\"payload\":" + std::string(100000, '[') + std::string(100000, ']') + "}\n");
+  auto d = ImportJsonl(*store, deep);
+  CHECK(d.status().code() == StatusCode::kInvalidArgument);
+  CHECK(d.status().message().find("nested more than 256 deep") != std::string::npos);
   CHECK(*store->LastSeq("q") == 0);
 }
 

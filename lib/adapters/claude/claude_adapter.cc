@@ -26,6 +26,7 @@
 #include "adapters/claude/protocol.h"
 #include "dispatch/adapters/claude.h"
 #include "dispatch/ext/session_adapter.h"
+#include "util/json_check.h"
 
 extern char** environ;
 
@@ -150,7 +151,8 @@ class ClaudeAdapter final : public SessionAdapter {
     }
     if (command.name == "control") {
       // {"subtype": "set_model", "model": "..."} — any control request.
-      json j = json::parse(command.payload, nullptr, false);
+      json j = JsonDepthWithin(command.payload) ? json::parse(command.payload, nullptr, false)
+                                                : json(json::value_t::discarded);
       if (!j.is_object() || !j.contains("subtype") || !j["subtype"].is_string()) {
         return Status::InvalidArgument(
             "claude control: payload must be a JSON object with a string 'subtype'");
@@ -161,7 +163,8 @@ class ClaudeAdapter final : public SessionAdapter {
     }
     if (command.name == "control_response") {
       // {"request_id": "...", "response": {...}} — e.g. allow/deny can_use_tool.
-      json j = json::parse(command.payload, nullptr, false);
+      json j = JsonDepthWithin(command.payload) ? json::parse(command.payload, nullptr, false)
+                                                : json(json::value_t::discarded);
       if (!j.is_object() || !j.contains("request_id") || !j["request_id"].is_string() ||
           !j.contains("response") || !j["response"].is_object()) {
         return Status::InvalidArgument(

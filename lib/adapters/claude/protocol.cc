@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "util/json_check.h"
+
 namespace dispatch::internal::claude {
 
 using nlohmann::json;
@@ -26,6 +28,9 @@ Result<std::string> Dump(const J& j) {
 }
 
 Result<json> ParseObject(std::string_view text, std::string_view what) {
+  if (!JsonDepthWithin(text)) {
+    return Status::InvalidArgument(std::string(what) + " is nested more than 256 deep");
+  }
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return Status::InvalidArgument(std::string(what) + " must be a JSON object");
@@ -70,6 +75,10 @@ void LineSplitter::Finish(const LineFn& on_line) {
 ParsedLine ParseLine(std::string_view line) {
   ParsedLine p;
   json j;
+  if (!JsonDepthWithin(line)) {
+    p.error = "nested more than 256 deep";
+    return p;
+  }
   try {
     j = json::parse(line.begin(), line.end());
   } catch (const json::exception& e) {
@@ -133,7 +142,9 @@ bool IsSafeEventType(std::string_view type) {
 Result<std::string> BuildUserLine(std::string_view data, Encoding encoding) {
   ojson content;
   if (encoding == Encoding::kJson) {
-    content = ojson::parse(data.begin(), data.end(), nullptr, /*allow_exceptions=*/false);
+    content = JsonDepthWithin(data)
+                  ? ojson::parse(data.begin(), data.end(), nullptr, /*allow_exceptions=*/false)
+                  : ojson(ojson::value_t::discarded);
     if (content.is_discarded()) {
       return Status::InvalidArgument("claude input: not valid JSON");
     }

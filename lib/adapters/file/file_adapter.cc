@@ -31,6 +31,7 @@
 #include "adapters/file/file_util.h"
 #include "dispatch/adapters/file.h"
 #include "dispatch/ext/session_adapter.h"
+#include "util/json_check.h"
 #include "util/path_confine.h"
 #include "util/text_codec.h"
 
@@ -127,7 +128,8 @@ std::string RandomHex() {
 Result<FileOptions> ParseOptions(std::string_view text) {
   FileOptions o;
   if (text.empty()) return o;
-  json j = json::parse(text.begin(), text.end(), nullptr, false);
+  json j = JsonDepthWithin(text) ? json::parse(text.begin(), text.end(), nullptr, false)
+                                 : json(json::value_t::discarded);
   if (j.is_discarded() || !j.is_object()) {
     return Status::InvalidArgument("file options must be a JSON object");
   }
@@ -174,7 +176,8 @@ class FileEditorAdapter final : public SessionAdapter {
 
   Result<std::string> Command(const SessionCommand& command) override {
     const std::string& op = command.name;
-    json args = json::parse(command.payload, nullptr, false);
+    json args = JsonDepthWithin(command.payload) ? json::parse(command.payload, nullptr, false)
+                                                 : json(json::value_t::discarded);
     std::string path_for_error;
     Result<json> reply = Status::Internal("unreachable");
     if (!args.is_object()) {
