@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <climits>
 #include <cstring>
 
 #include "dispatch/projection.h"
@@ -346,16 +345,15 @@ int Server::OnHttp(lws* wsi, const char* uri) {
   req->address = PeerAddress(wsi);
   std::string cl = GetHeader(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
   if (!cl.empty()) {
-    char* endp = nullptr;
-    unsigned long long v = std::strtoull(cl.c_str(), &endp, 10);
     // Digits only (strtoull takes "-1", as the largest value, and "+5"),
-    // and at most 19 of them: lws reads the header into 32 bytes with atoll
-    // and ignores a longer one, and the two must agree on the body's end.
-    bool digits = cl.find_first_not_of("0123456789") == std::string::npos && cl.size() <= 19;
-    if (!digits || endp == cl.c_str() || *endp != '\0' || v == ULLONG_MAX) {
-      return WriteImmediateResponse(wsi, 400, "invalid_argument", "bad Content-Length") > 0 ? -1
-                                                                                           : -1;
+    // and at most 19 of them, which cannot overflow: lws reads the header
+    // into 32 bytes with atoll and ignores a longer one, and the two must
+    // agree on where the body ends.
+    if (cl.size() > 19 || cl.find_first_not_of("0123456789") != std::string::npos) {
+      WriteImmediateResponse(wsi, 400, "invalid_argument", "bad Content-Length");
+      return -1;
     }
+    unsigned long long v = std::strtoull(cl.c_str(), nullptr, 10);
     req->content_length = static_cast<size_t>(v);
     if (v > config_.max_body_bytes) {
       LogWarn("http {} {} from {}: body of {} bytes refused (limit {})", req->method, req->path,
@@ -421,6 +419,7 @@ int Server::OnHttpBodyDone(lws* wsi) {
 }
 
 int Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
+  resp.close = resp.close || req.close_after;  // (no Content-Length on a POST: see OnHttp)
   metrics_.http_by_status[resp.status]++;
   LogAt(resp.status >= 500 ? LogLevel::kWarn : LogLevel::kDebug, "http {} {} from {} -> {}",
         req.method, req.path, req.address, resp.status);
@@ -436,7 +435,7 @@ int Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
   }
   resp.headers.emplace_back("cache-control", "no-store");
   resp.headers.emplace_back("x-content-type-options", "nosniff");
-  if (resp.close || req.close_after) resp.headers.emplace_back("connection", "close");
+  if (resp.close) resp.headers.emplace_back("connection", "close");
   for (const auto& [k, v] : resp.headers) {
     std::string name = k + ":";
     if (lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(name.c_str()),
@@ -453,7 +452,7 @@ int Server::Respond(lws* wsi, HttpRequest& req, HttpResponse resp) {
   req.responded = true;
   req.out_body = head ? std::string() : std::move(resp.body);
   req.out_off = 0;
-  req.close_after = req.close_after || resp.close;
+  req.close_after = resp.close;
   // A body of one chunk goes out with the headers, in this callback: a
   // client that shut its sending side after the request (nc -N, some
   // proxies) would otherwise see lws close the connection on that EOF

@@ -87,9 +87,7 @@ json EventToJson(const EventView& e) {
       j["payload"] = Base64Encode(e.payload);
       break;
     case Encoding::kJson: {
-      json p = internal::JsonDepthWithin(e.payload)
-                   ? json::parse(e.payload.begin(), e.payload.end(), nullptr, false)
-                   : json(json::value_t::discarded);
+      json p = internal::ParseJsonWithin(e.payload);
       if (p.is_discarded()) {
         // Never expected (the store validates JSON and its depth; a store
         // written before the depth limit might hold deeper); degrade to bytes.

@@ -3,6 +3,7 @@
 #ifndef DISPATCH_LIB_UTIL_JSON_CHECK_H_
 #define DISPATCH_LIB_UTIL_JSON_CHECK_H_
 
+#include <nlohmann/json.hpp>
 #include <string_view>
 
 namespace dispatch::internal {
@@ -22,6 +23,15 @@ bool JsonDepthWithin(std::string_view text, int max_depth = kMaxJsonDepth);
 bool IsValidJson(std::string_view text);
 // True if `text` is such a value and an object.
 bool IsJsonObject(std::string_view text);
+// `text` parsed (nlohmann::json or ordered_json), or a discarded value if it
+// is not valid JSON or is nested more than kMaxJsonDepth deep: what the
+// library parses from outside goes through this, so that nothing it copies
+// or dumps later recurses deeper.
+template <typename Json = nlohmann::json>
+Json ParseJsonWithin(std::string_view text) {
+  if (!JsonDepthWithin(text)) return Json(Json::value_t::discarded);
+  return Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+}
 // What is wrong with `text` as a JSON value, for an error message ("is not
 // valid JSON", "is nested more than 256 deep"), or nullptr if nothing.
 const char* JsonProblem(std::string_view text);

@@ -151,8 +151,7 @@ class ClaudeAdapter final : public SessionAdapter {
     }
     if (command.name == "control") {
       // {"subtype": "set_model", "model": "..."} — any control request.
-      json j = JsonDepthWithin(command.payload) ? json::parse(command.payload, nullptr, false)
-                                                : json(json::value_t::discarded);
+      json j = ParseJsonWithin(command.payload);
       if (!j.is_object() || !j.contains("subtype") || !j["subtype"].is_string()) {
         return Status::InvalidArgument(
             "claude control: payload must be a JSON object with a string 'subtype'");
@@ -163,8 +162,7 @@ class ClaudeAdapter final : public SessionAdapter {
     }
     if (command.name == "control_response") {
       // {"request_id": "...", "response": {...}} — e.g. allow/deny can_use_tool.
-      json j = JsonDepthWithin(command.payload) ? json::parse(command.payload, nullptr, false)
-                                                : json(json::value_t::discarded);
+      json j = ParseJsonWithin(command.payload);
       if (!j.is_object() || !j.contains("request_id") || !j["request_id"].is_string() ||
           !j.contains("response") || !j["response"].is_object()) {
         return Status::InvalidArgument(

@@ -142,9 +142,7 @@ bool IsSafeEventType(std::string_view type) {
 Result<std::string> BuildUserLine(std::string_view data, Encoding encoding) {
   ojson content;
   if (encoding == Encoding::kJson) {
-    content = JsonDepthWithin(data)
-                  ? ojson::parse(data.begin(), data.end(), nullptr, /*allow_exceptions=*/false)
-                  : ojson(ojson::value_t::discarded);
+    content = ParseJsonWithin<ojson>(data);
     if (content.is_discarded()) {
       return Status::InvalidArgument("claude input: not valid JSON");
     }

@@ -128,8 +128,7 @@ std::string RandomHex() {
 Result<FileOptions> ParseOptions(std::string_view text) {
   FileOptions o;
   if (text.empty()) return o;
-  json j = JsonDepthWithin(text) ? json::parse(text.begin(), text.end(), nullptr, false)
-                                 : json(json::value_t::discarded);
+  json j = ParseJsonWithin(text);
   if (j.is_discarded() || !j.is_object()) {
     return Status::InvalidArgument("file options must be a JSON object");
   }
@@ -176,8 +175,7 @@ class FileEditorAdapter final : public SessionAdapter {
 
   Result<std::string> Command(const SessionCommand& command) override {
     const std::string& op = command.name;
-    json args = JsonDepthWithin(command.payload) ? json::parse(command.payload, nullptr, false)
-                                                 : json(json::value_t::discarded);
+    json args = ParseJsonWithin(command.payload);
     std::string path_for_error;
     Result<json> reply = Status::Internal("unreachable");
     if (!args.is_object()) {

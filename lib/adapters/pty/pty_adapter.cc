@@ -277,12 +277,11 @@ Result<PtyOptions> ParseOptions(const std::string& text) {
   return o;
 }
 
-// True if `path` is a file (not a directory: access(X_OK) passes those)
-// that this process may execute.
-bool IsExecutableFile(const std::string& path) {
+// True if `path` is a directory (access(X_OK) passes those: search
+// permission).
+bool IsDirectory(const std::string& path) {
   struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode) &&
-         ::access(path.c_str(), X_OK) == 0;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 // `name` as an executable path: as given when it contains '/', else found on
@@ -294,7 +293,7 @@ Result<std::string> FindProgram(const std::string& name, const std::string& path
       return Status::InvalidArgument(
           fmt::format("shell '{}' is not an executable: {}", name, std::strerror(errno)));
     }
-    if (!IsExecutableFile(name)) {
+    if (IsDirectory(name)) {
       return Status::InvalidArgument(fmt::format("shell '{}' is a directory", name));
     }
     return name;
@@ -306,7 +305,7 @@ Result<std::string> FindProgram(const std::string& name, const std::string& path
     std::string dir = path_var.substr(i, j - i);
     if (dir.empty()) dir = ".";
     std::string candidate = dir + "/" + name;
-    if (IsExecutableFile(candidate)) return candidate;
+    if (::access(candidate.c_str(), X_OK) == 0 && !IsDirectory(candidate)) return candidate;
     i = j + 1;
   }
   return Status::InvalidArgument(fmt::format("shell '{}' not found on PATH", name));
