@@ -56,6 +56,40 @@ inline double Percentile(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
+// The hypervisor's share of this VM's vCPUs: /proc/stat's "steal", the time
+// a vCPU had work but the physical machine ran something else. These
+// benchmarks run on 2-vCPU guests of a shared machine, where steal comes and
+// goes by the minute and takes whole pipelines of threads with it (a
+// hand-off to a thread whose vCPU is not running waits for the hypervisor),
+// so every run reports it next to its figures: cores stolen, averaged over
+// the wall time between Start() and Cores().
+class StealMeter {
+ public:
+  StealMeter() { Start(); }
+  void Start() {
+    t0_ = Clock::now();
+    s0_ = StealSeconds();
+  }
+  double Cores() const {
+    double wall = Seconds(Clock::now() - t0_);
+    return wall > 0 ? (StealSeconds() - s0_) / wall : 0;
+  }
+  // Steal since boot, in seconds of one vCPU (the 8th value of the "cpu"
+  // line; 0 where the kernel does not count it).
+  static double StealSeconds() {
+    std::ifstream f("/proc/stat");
+    std::string cpu;
+    f >> cpu;
+    double v[8] = {};
+    for (double& x : v) f >> x;
+    return v[7] / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+
+ private:
+  Clock::time_point t0_;
+  double s0_ = 0;
+};
+
 // CPU use of a process, for diagnostics (--cpu): the machine's busy and
 // total time (/proc/stat; busy = not idle or iowait), the process's own
 // (threads that have exited included), its reaped children's, and each live

@@ -213,6 +213,7 @@ int main(int argc, char** argv) {
     std::vector<double> bares, sessions, ratios;
     double bare_cpu = 1e9, session_cpu = 1e9;
     int rounds = echo_only ? 0 : rounds_arg > 0 ? rounds_arg : quick ? 1 : 3;
+    StealMeter steal_throughput;
     for (int r = 0; r < rounds; ++r) {
       double c0 = CpuSeconds();
       bares.push_back(BarePtyMbps(bytes));
@@ -248,6 +249,7 @@ int main(int argc, char** argv) {
       bare_cpu = std::min(bare_cpu, c1 - c0);
       session_cpu = std::min(session_cpu, c2 - c1);
     }
+    double stolen_throughput = steal_throughput.Cores();
     if (!echo_only) {
       double bare = Percentile(bares, 0.5), session = Percentile(sessions, 0.5);
       std::string note = std::to_string(bytes / 1000000) + " MB of head -c /dev/zero, median of " +
@@ -255,6 +257,8 @@ int main(int argc, char** argv) {
       Emit("baseline_bare_pty_mbps", bare, "MB/s", note);
       Emit("pty_throughput_mbps", session, "MB/s", note + ", every byte committed");
       Emit("pty_throughput_ratio", Percentile(ratios, 0.5), "x", "median of per-round ratios");
+      Emit("machine_steal_cores_throughput", stolen_throughput, "cores",
+           "vCPU time the hypervisor gave to other guests during the rounds (of 2)");
       // Load-independent view: CPU of this process (reader; + loop, writer and
       // compression for the session) per MB, excluding the child's.
       double mb = static_cast<double>(bytes) / 1e6;
@@ -272,6 +276,7 @@ int main(int argc, char** argv) {
     // machine's noise (other processes on 2 cores) hits both alike.
     std::vector<double> bare_echo, echo;
     int64_t commit_count = 0, commit_us_total = 0;
+    StealMeter steal_echo;
     for (int done = 0; done < samples; done += kEchoRound) {
       int n = std::min(kEchoRound, samples - done);
       auto bare = BareEchoUs(n);
@@ -284,7 +289,10 @@ int main(int argc, char** argv) {
       commit_us_total += s1.commit_latency_us_total - s0.commit_latency_us_total;
     }
     double commits = static_cast<double>(commit_count);
+    double stolen_echo = steal_echo.Cores();
     if (samples > 0) {
+      Emit("machine_steal_cores_echo", stolen_echo, "cores",
+           "vCPU time the hypervisor gave to other guests while the keystrokes ran (of 2)");
       Emit("baseline_bare_echo_p50_us", Percentile(bare_echo, 0.50), "us");
       Emit("baseline_bare_echo_p99_us", Percentile(bare_echo, 0.99), "us",
            std::to_string(bare_echo.size()) + " keystrokes, bash readline");
