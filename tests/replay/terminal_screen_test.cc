@@ -3,6 +3,10 @@
 // pty, and random streams).
 #include "dispatch/screen.h"
 
+#include <cereal/archives/portable_binary.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/utility.hpp>
+#include <cereal/types/vector.hpp>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -10,6 +14,7 @@
 #include <cstdlib>
 #include <iterator>
 #include <random>
+#include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
@@ -284,6 +289,71 @@ TEST_CASE("Bad sizes and corrupt states are refused") {
   st[st.size() / 2] ^= 0x55;
   CHECK(TerminalScreen::Load(st).status().code() == StatusCode::kCorruption);
   CHECK(TerminalScreen::Load(st.substr(0, 20)).status().code() == StatusCode::kCorruption);
+}
+
+// A saved state as anyone can write one: StateData's layout in
+// terminal_screen.cc (cereal, class version 2), sent uncompressed ("DSCR").
+struct CraftedState {
+  int32_t cols = 0;
+  int32_t rows = 0;
+  std::string repaint;
+  std::vector<std::pair<int32_t, std::string>> scrollback;  // (width, encoded row)
+  std::string ops;
+  template <class Archive>
+  void serialize(Archive& ar, const std::uint32_t version) {
+    ar(cols, rows, repaint, scrollback);
+    if (version >= 2) ar(ops);
+  }
+};
+
+}  // namespace
+}  // namespace dispatch
+
+CEREAL_CLASS_VERSION(dispatch::CraftedState, 2);
+
+namespace dispatch {
+namespace {
+
+std::string Crafted(const CraftedState& st) {
+  std::ostringstream os;
+  {
+    cereal::PortableBinaryOutputArchive ar(os);
+    ar(st);
+  }
+  return WithChecksum("DSCR", os.str());
+}
+
+TEST_CASE("A saved state's one-column scrollback line holding a double-width glyph is safe") {
+  // Screens are two columns at least (a one-column libvterm writes through
+  // a null pointer on a double-width glyph), but a state saved before that
+  // limit, or crafted, may hold one-column scrollback lines. Each use of
+  // such a line decodes it: the text, a repaint with scrollback, and lines
+  // pulled back onto a taller screen.
+  CraftedState st;
+  st.cols = 10;
+  st.rows = 3;
+  st.repaint = "\x1b" "cabc";
+  st.scrollback = {{1, "\xe4\xb8\xad"}, {1, "\xf0\x9f\x98\x80"}, {1, "x"}};  // 中, an emoji, x
+  auto loaded = TerminalScreen::Load(Crafted(st));
+  REQUIRE(loaded.ok());
+  TerminalScreen& s = **loaded;
+  REQUIRE(s.scrollback_size() == 3);
+  CHECK(s.ScrollbackText(0) == "\xe4\xb8\xad");
+  CHECK(s.ScrollbackText(2) == "x");
+  RepaintOptions with_sb;
+  with_sb.include_scrollback = true;
+  std::string repaint = s.Repaint(with_sb);
+  CHECK(repaint.find("\xe4\xb8\xad") != std::string::npos);
+  REQUIRE(s.Resize(10, 6).ok());  // the three lines come back above "abc"
+  CHECK(s.scrollback_size() == 0);
+  CHECK(s.Text().find("abc") != std::string::npos);
+  CHECK(s.Text().find("x") != std::string::npos);
+  s.Write("\r\nmore");
+  auto again = Reloaded(s);
+  CHECK(DiffScreens(s, *again) == "");
+  // Width 0 is refused as before.
+  st.scrollback = {{0, "x"}};
+  CHECK(TerminalScreen::Load(Crafted(st)).status().code() == StatusCode::kCorruption);
 }
 
 TEST_CASE("Real program output: ls -l --color=always") {
