@@ -99,6 +99,11 @@ inline constexpr int kMinScreenCols = 2;
 inline constexpr int kMaxScreenCols = 2000;
 inline constexpr int kMaxScreenRows = 1000;
 
+// Whether a screen of `cols` x `rows` is within those limits.
+constexpr bool ScreenSizeInRange(int64_t cols, int64_t rows) {
+  return cols >= kMinScreenCols && cols <= kMaxScreenCols && rows >= 1 && rows <= kMaxScreenRows;
+}
+
 class DISPATCH_EXPORT TerminalScreen {
  public:
   // The version of the format Save() writes (2: LZ4-compressed). Load()

@@ -39,7 +39,7 @@ bool SizeOf(const json& j, int* cols, int* rows) {
       return false;
     }
     int64_t vc = ic->get<int64_t>(), vr = ir->get<int64_t>();
-    if (vc < kMinScreenCols || vr < 1 || vc > kMaxScreenCols || vr > kMaxScreenRows) return false;
+    if (!ScreenSizeInRange(vc, vr)) return false;
     *c = static_cast<int>(vc);
     *r = static_cast<int>(vr);
     return true;

@@ -920,7 +920,7 @@ struct TerminalScreen::Impl {
         std::memcpy(&c, ops.data() + i, 2);
         std::memcpy(&r, ops.data() + i + 2, 2);
         i += 4;
-        if (c < kMinScreenCols || r < 1 || c > kMaxScreenCols || r > kMaxScreenRows) return false;
+        if (!ScreenSizeInRange(c, r)) return false;
         if (c != cols || r != rows) ResizeOp(c, r);
       } else {
         return false;
@@ -1560,7 +1560,7 @@ TerminalScreen::TerminalScreen(std::unique_ptr<Impl> impl) : impl_(std::move(imp
 TerminalScreen::~TerminalScreen() = default;
 
 static Status CheckSize(int cols, int rows) {
-  if (cols < kMinScreenCols || rows < 1 || cols > kMaxScreenCols || rows > kMaxScreenRows) {
+  if (!ScreenSizeInRange(cols, rows)) {
     return Status::InvalidArgument(fmt::format(
         "terminal size {}x{} is out of range ({}..{} columns, 1..{} rows)", cols, rows,
         kMinScreenCols, kMaxScreenCols, kMaxScreenRows));
