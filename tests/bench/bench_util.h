@@ -98,6 +98,7 @@ struct CpuSnap {
   double machine_busy = 0, machine_total = 0;
   double process = 0, children = 0;
   std::map<std::string, double> threads;  // "comm/tid" -> seconds
+  std::map<std::string, long> wakeups;    // "comm/tid" -> voluntary context switches
 };
 
 inline CpuSnap TakeCpuSnap(pid_t pid) {
@@ -150,7 +151,17 @@ inline CpuSnap TakeCpuSnap(pid_t pid) {
         if (i == 14) ut = std::atof(field.c_str());
         if (i == 15) st = std::atof(field.c_str());
       }
-      c.threads[line.substr(l + 1, r - l - 1) + "/" + e->d_name] = (ut + st) / tick;
+      std::string key = line.substr(l + 1, r - l - 1) + "/" + e->d_name;
+      c.threads[key] = (ut + st) / tick;
+      // Voluntary switches: each is a sleep (poll, a lock, a read) and a
+      // wake-up, a hand-off from another thread or a device.
+      std::ifstream status(dir + "/" + e->d_name + "/status");
+      std::string l2;
+      while (std::getline(status, l2)) {
+        if (l2.starts_with("voluntary_ctxt_switches:")) {
+          c.wakeups[key] = std::atol(l2.c_str() + l2.find(':') + 1);
+        }
+      }
     }
     closedir(d);
   }
