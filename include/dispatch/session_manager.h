@@ -72,7 +72,8 @@ struct ManagerOptions {
   size_t max_pending_bytes = size_t{4} << 20;
   size_t resume_pending_bytes = size_t{1} << 20;
   // Consecutive output events are coalesced up to this size while an append
-  // of the session is in flight.
+  // of the session is in flight (chunks of 64 KiB or more are not copied
+  // into another event: they stay events of their own).
   size_t max_coalesce_bytes = size_t{1} << 20;
   // Close(): how long a graceful stop may take before it is forced.
   int close_timeout_ms = 3000;

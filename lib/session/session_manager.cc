@@ -309,6 +309,7 @@ class ManagerImpl final : public RunSessionManager {
   static constexpr uint64_t kFloodWaitMs = 2;
   static constexpr uint64_t kHoldMs = 2;
   static constexpr size_t kInlineCommitMaxBytes = 16 * 1024;
+  static constexpr size_t kCoalesceCopyMaxBytes = 64 * 1024;
   void OnCommitted(const std::shared_ptr<Session>& s, size_t bytes,
                    Result<AppendResult> result);
   void Deliver(const EventView& v);
@@ -753,9 +754,13 @@ void ManagerImpl::Enqueue(Session& s, NewEvent ev, bool coalesce) {
   size_t n = ev.payload.size();
   stats_.events_emitted++;
   s.pending += n;
-  // Coalesce into the last queued event of the same kind (raw output).
+  // Coalesce into the last queued event of the same kind (raw output). A
+  // chunk of kCoalesceCopyMaxBytes or more is an event of its own: merging
+  // would copy it (a flood's reader thread already hands over chunks of up
+  // to 256 KiB, and copying them cost the loop thread a seventh of its time).
   bool merged = false;
-  if (coalesce && !s.queue.empty() && ev.id.empty() && ev.encoding != Encoding::kJson) {
+  if (coalesce && !s.queue.empty() && ev.id.empty() && ev.encoding != Encoding::kJson &&
+      n < kCoalesceCopyMaxBytes) {
     NewEvent& last = s.queue.back();
     if (last.id.empty() && last.encoding == ev.encoding && last.channel == ev.channel &&
         last.type == ev.type && last.payload.size() + n <= opts_.max_coalesce_bytes) {

@@ -73,6 +73,19 @@ class TestAdapter final : public dispatch::SessionAdapter {
       if (!st.ok()) return st;
       return std::string("{}");
     }
+    if (c.name == "burst") {  // payload: [size, ...]: output chunks, one after another
+      int i = 0;
+      for (const json& n : json::parse(c.payload)) {
+        NewEvent e;
+        e.channel = "test:out";
+        e.type = "chunk";
+        e.encoding = Encoding::kBytes;
+        e.payload.assign(n.get<size_t>(), static_cast<char>('a' + i++ % 26));
+        Status st = ctx_->EmitOutput(std::move(e));
+        if (!st.ok()) return st;
+      }
+      return std::string("{}");
+    }
     return SessionAdapter::Command(c);
   }
   void Stop(bool force) override {
@@ -237,5 +250,36 @@ TEST_SUITE("SessionAdapter") {
     CHECK(meta["options"] == json{{"k", 1}});
     CHECK(f.store->catalog().GetSession("t8")->status == SessionStatus::kRunning);
     CHECK(f.mgr->GetSession("t8")->status == SessionStatus::kRunning);
+  }
+
+  TEST_CASE("Output queued behind an append is coalesced, but a large chunk is never copied into another") {
+    Fixture f;
+    REQUIRE(f.Create(json::object(), "t9").ok());
+    REQUIRE(f.mgr->WaitIdle().ok());
+    // The first chunk goes to the store at once; the rest queue behind it
+    // (one loop turn) and are coalesced: small ones into the last event,
+    // chunks of 64 KiB or more (a flood reader's) each into their own.
+    json sizes = json::array();
+    std::string expected;
+    auto add = [&](size_t n, int count) {
+      for (int k = 0; k < count; ++k) {
+        expected.append(n, static_cast<char>('a' + static_cast<int>(sizes.size()) % 26));
+        sizes.push_back(n);
+      }
+    };
+    add(1000, 10);
+    add(100000, 3);
+    add(1000, 10);
+    REQUIRE(f.mgr->Command("t9", {"burst", sizes.dump(), Encoding::kJson}).ok());
+    REQUIRE(f.mgr->WaitIdle().ok());
+    std::vector<size_t> got_sizes;
+    std::string got;
+    for (const auto& e : f.Events("t9")) {
+      if (e.channel != "test:out") continue;
+      got_sizes.push_back(e.payload.size());
+      got += e.payload;
+    }
+    CHECK(got == expected);  // every byte, in order
+    CHECK(got_sizes == std::vector<size_t>{1000, 9000, 100000, 100000, 110000});
   }
 }
