@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -56,6 +57,19 @@ inline double Percentile(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
+// The machine's "cpu" line of /proc/stat, in seconds of one vCPU: user,
+// nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice.
+inline std::array<double, 10> MachineCpuSeconds() {
+  std::array<double, 10> v{};
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  f >> cpu;
+  for (double& x : v) f >> x;
+  double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  for (double& x : v) x /= tick;
+  return v;
+}
+
 // The hypervisor's share of this VM's vCPUs: /proc/stat's "steal", the time
 // a vCPU had work but the physical machine ran something else. These
 // benchmarks run on 2-vCPU guests of a shared machine, where steal comes and
@@ -74,16 +88,9 @@ class StealMeter {
     double wall = Seconds(Clock::now() - t0_);
     return wall > 0 ? (StealSeconds() - s0_) / wall : 0;
   }
-  // Steal since boot, in seconds of one vCPU (the 8th value of the "cpu"
-  // line; 0 where the kernel does not count it).
-  static double StealSeconds() {
-    std::ifstream f("/proc/stat");
-    std::string cpu;
-    f >> cpu;
-    double v[8] = {};
-    for (double& x : v) f >> x;
-    return v[7] / static_cast<double>(sysconf(_SC_CLK_TCK));
-  }
+  // Steal since boot, in seconds of one vCPU (0 where the kernel does not
+  // count it).
+  static double StealSeconds() { return MachineCpuSeconds()[7]; }
 
  private:
   Clock::time_point t0_;
@@ -105,15 +112,9 @@ inline CpuSnap TakeCpuSnap(pid_t pid) {
   CpuSnap c;
   double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
   {
-    std::ifstream f("/proc/stat");
-    std::string cpu;
-    f >> cpu;
-    double v[10] = {};
-    for (double& x : v) f >> x;
+    std::array<double, 10> v = MachineCpuSeconds();
     for (double x : v) c.machine_total += x;
     c.machine_busy = c.machine_total - v[3] - v[4];
-    c.machine_total /= tick;
-    c.machine_busy /= tick;
   }
   {
     // The whole process (threads that have exited included) and its
