@@ -57,10 +57,10 @@ Status CheckKey(std::string_view what, std::string_view key) {
 }
 
 Status CheckJsonObject(std::string_view what, std::string_view json) {
-  if (!JsonDepthWithin(json)) {
-    return Status::InvalidArgument(fmt::format("{} is nested more than {} deep", what, kMaxJsonDepth));
-  }
-  if (!IsJsonObject(json)) {
+  if (!IsJsonObject(json)) {  // (which checks the depth too: only a refusal says which)
+    if (!JsonDepthWithin(json)) {
+      return Status::InvalidArgument(fmt::format("{} is nested more than {} deep", what, kMaxJsonDepth));
+    }
     return Status::InvalidArgument(fmt::format("{} must be a JSON object", what));
   }
   return Status::Ok();

@@ -29,7 +29,8 @@ Result<std::string> Dump(const J& j) {
 
 Result<json> ParseObject(std::string_view text, std::string_view what) {
   if (!JsonDepthWithin(text)) {
-    return Status::InvalidArgument(std::string(what) + " is nested more than 256 deep");
+    return Status::InvalidArgument(std::string(what) + " is nested more than " +
+                                   std::to_string(kMaxJsonDepth) + " deep");
   }
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
@@ -76,7 +77,7 @@ ParsedLine ParseLine(std::string_view line) {
   ParsedLine p;
   json j;
   if (!JsonDepthWithin(line)) {
-    p.error = "nested more than 256 deep";
+    p.error = "nested more than " + std::to_string(kMaxJsonDepth) + " deep";
     return p;
   }
   try {
